@@ -1,0 +1,3 @@
+from edgelstm.cli import main
+
+main()

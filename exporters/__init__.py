@@ -1,0 +1,1 @@
+"""edgelstm.exporters: PyTorch to ONNX, graph checks, quantization."""

@@ -1,0 +1,1 @@
+"""edgelstm.runtime: the torch-free runtime. Imports only numpy, onnxruntime and the stdlib."""
