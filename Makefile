@@ -18,7 +18,7 @@ demo: $(STAMP)
 	$(BIN)/edgelstm demo --out demo_out
 
 test: $(STAMP)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run.py

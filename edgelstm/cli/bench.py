@@ -1,0 +1,247 @@
+"""``edgelstm bench`` and ``edgelstm bench-report``.
+
+``bench`` times ONNX models with onnxruntime alone (torch is imported only for ``--torch``),
+``bench-report`` merges result files from several machines into one markdown table and plot.
+The timing core is :mod:`edgelstm.runtime.bench`.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import click
+
+from edgelstm.cli.options import device as device_option
+from edgelstm.cli.options import json_out as json_option
+from edgelstm.cli.options import threads as threads_option
+from edgelstm.errors import CheckpointError, UsageError
+from edgelstm.fileio import atomic_path, write_text_atomic
+
+log = logging.getLogger(__name__)
+
+
+def _int_list(option: str, text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise UsageError(option, "not a comma-separated list of integers", expected="e.g. 1,8", got=text) from None
+    if not values or any(v < 1 for v in values):
+        raise UsageError(option, "values must be positive integers", expected="e.g. 1,8", got=text)
+    return values
+
+
+def _limit_blas_threads(threads: int | None) -> None:
+    """Make the NumPy/BLAS floor use the same thread count as onnxruntime (only effective
+    before NumPy is first imported, which the lazy CLI guarantees for a fresh process)."""
+    if threads is None:
+        return
+    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(var, str(threads))
+    if "numpy" in sys.modules:
+        log.info("NumPy already imported: BLAS thread count for the floor not limited to %s", threads)
+
+
+def _progress(line: str) -> None:
+    click.echo(line, err=True)
+
+
+# ---------------------------------------------------------------------------------- PyTorch
+def bench_torch(run_dir: str, feeds_for: Callable[[Any], dict], graph_role: str, cases: Sequence[Any],
+                settings: Any, progress: Callable[[str], None] | None = None) -> list[dict]:
+    """Time PyTorch eager on the same cases and inputs as the ONNX models (``--torch``)."""
+    try:
+        import torch
+    except ImportError:
+        raise UsageError("--torch", "needs PyTorch installed", expected="pip install 'edgelstm[export]'",
+                         got="no torch") from None
+    from edgelstm.runtime import bench as core
+
+    try:
+        from edgelstm.checkpoint import load_run
+    except ImportError as e:
+        raise UsageError("--torch", "edgelstm.checkpoint is not available in this installation", got=str(e)) from None
+    if not Path(run_dir).is_dir():
+        raise CheckpointError(str(run_dir), "run directory not found", expected="a directory from edgelstm train",
+                              got=str(run_dir))
+    model, _config = load_run(run_dir)
+    model.eval()
+    if settings.threads is not None:
+        torch.set_num_threads(settings.threads)
+    rows = []
+    for case in cases:
+        np_feeds = feeds_for(case)
+        t = {k: torch.from_numpy(v.copy()) for k, v in np_feeds.items()}
+        lengths = t.get("lengths")
+        if lengths is not None:
+            lengths = lengths.to(torch.int64)
+        if graph_role == "decoder_step":
+            state = {"h": t["h_in"], "c": t["c_in"]}
+
+            def call(state=state, t=t) -> None:
+                _, state["h"], state["c"], _ = model.decode_step(t["token"], state["h"], state["c"], t["memory"],
+                                                                 t["src_lengths"].to(torch.int64))
+        elif graph_role == "encoder":
+            def call(t=t) -> None:
+                model.encode(t["src"], t["src_lengths"].to(torch.int64))
+        elif case.mode == "stream":
+            st = {"s": tuple(t[k] for k in ("h_in", "c_in") if k in t)}
+
+            def call(st=st, t=t, lengths=lengths) -> None:
+                _, st["s"] = model(t["x"], lengths, st["s"])
+        else:
+            init = tuple(t[k] for k in ("h_in", "c_in") if k in t)
+
+            def call(t=t, lengths=lengths, init=init) -> None:
+                model(t["x"], lengths, init)
+
+        with torch.inference_mode():
+            import time as _time
+            t0 = _time.perf_counter()
+            call()
+            first = _time.perf_counter() - t0
+            samples = core.measure(call, warmup=settings.warmup, runs=settings.runs, duration=settings.duration,
+                                   progress=progress, label=f"pytorch {case.key}")
+        stats = core.LatencyStats.from_samples(samples)
+        if progress:
+            progress(f"pytorch: {case.key} p50 {stats.p50 * 1e6:.1f} us, p99 {stats.p99 * 1e6:.1f} us")
+        steps = 1 if graph_role == "decoder_step" else case.time
+        rows.append(core.result_row(
+            name="pytorch", backend="pytorch-eager", case=case, stats=stats, settings=settings,
+            steps_per_call=steps, model=str(run_dir), precision="fp32", family=None, graph=graph_role,
+            providers=[f"torch {torch.__version__}"], file_bytes=None, parameters=sum(p.numel() for p in model.parameters()),
+            first_call_s=first, rss_peak_mb=core._peak_rss_mb(), floor=None, x_floor=None))
+    return rows
+
+
+# ---------------------------------------------------------------------------------- plot
+def plot_reports(reports: Sequence[dict], out: str) -> None:
+    """Bar chart of p50 latency per (model, case), one bar colour per machine; log scale."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise UsageError("--plot", "needs matplotlib", expected="pip install matplotlib", got="not installed") from None
+    from edgelstm.runtime.bench import flat_rows
+
+    labels: list[str] = []
+    series: dict[str, dict[str, float]] = {}
+    for rep in reports:
+        for r in flat_rows(rep):
+            label = f"{r['name']} {r['mode']} b{r['batch']} t{r['time']}"
+            if label not in labels:
+                labels.append(label)
+            series.setdefault(str(r["machine"]), {})[label] = r["p50_us"]
+    width = 0.8 / max(1, len(series))
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.5 * len(labels) * max(1, len(series)) + 2), 4.5))
+    for j, (machine, vals) in enumerate(series.items()):
+        xs = [i + j * width for i, lab in enumerate(labels) if lab in vals]
+        ax.bar(xs, [vals[lab] for lab in labels if lab in vals], width, label=machine)
+    ax.set_xticks([i + width * (len(series) - 1) / 2 for i in range(len(labels))])
+    ax.set_xticklabels(labels, rotation=60, ha="right", fontsize=7)
+    ax.set_yscale("log")
+    ax.set_ylabel("p50 latency per call (us)")
+    ax.set_title("edgelstm bench")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+
+
+# ---------------------------------------------------------------------------------- commands
+@click.command("bench")
+@click.argument("models", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@device_option
+@threads_option
+@click.option("--batch", "batch", default="1", show_default=True, help="Batch sizes, comma-separated.")
+@click.option("--mode", "modes", default="stream", show_default=True,
+              help="stream (carry state across calls) or sequence (whole sequences); comma-separated for both.")
+@click.option("--time", "times", default=None,
+              help="Steps per call, comma-separated [default: 1 for stream, 256 for sequence]. "
+                   "For a decoder_step graph: the source (memory) length.")
+@click.option("--warmup", type=int, default=20, show_default=True, help="Untimed calls before measuring.")
+@click.option("--runs", type=int, default=None, help="Timed calls per case [default: 200 unless --duration].")
+@click.option("--duration", type=float, default=None, help="Seconds of timed calls per case (instead of --runs).")
+@click.option("--torch", "torch_run", type=click.Path(file_okay=False), default=None,
+              help="Also time PyTorch eager on this run directory (needs torch).")
+@click.option("--no-floor", is_flag=True, help="Skip the NumPy/BLAS floor measurement.")
+@json_option
+@click.option("--csv", "csv_out", type=click.Path(dir_okay=False), default=None, help="Write one CSV row per case.")
+@click.option("--plot", "plot_out", type=click.Path(dir_okay=False), default=None, help="Write a latency bar chart (PNG).")
+@click.option("--quiet", is_flag=True, help="No progress lines on stderr.")
+def bench_command(models, device, threads, batch, modes, times, warmup, runs, duration, torch_run, no_floor,
+                  json_out, csv_out, plot_out, quiet) -> None:
+    """Time MODEL.onnx files: latency percentiles, throughput, real-time factor, floor, ratios."""
+    _limit_blas_threads(threads)
+    from edgelstm.runtime import bench as core
+
+    if runs is None and duration is None:
+        runs = 200
+    mode_list = [m.strip() for m in modes.split(",") if m.strip()]
+    batches = _int_list("--batch", batch)
+    cases = []
+    for mode in mode_list:
+        ts = _int_list("--time", times) if times else [1 if mode == "stream" else 256]
+        cases += [core.Case(mode, b, t) for b in batches for t in ts]
+    settings = core.Settings(warmup=warmup, runs=runs, duration=duration, threads=threads, device=device,
+                             floor=not no_floor)
+    progress = None if quiet else _progress
+    names = _unique_names(models)
+    rows: list[dict] = []
+    for path, name in zip(models, names):
+        rows += core.bench_onnx(path, cases, settings, name=name, progress=progress)
+    if torch_run:
+        import onnxruntime as ort
+
+        sess = ort.InferenceSession(models[0], providers=["CPUExecutionProvider"])
+        manifest = core.read_manifest(sess, models[0])
+        role = manifest.graph if manifest else "model"
+        rows += bench_torch(torch_run, lambda c: core.build_feeds(sess, manifest, batch=c.batch, time_steps=c.time,
+                                                                  seed=settings.seed),
+                            role, cases, settings, progress)
+    providers = sorted({p for r in rows if r["backend"] == "onnxruntime" for p in r["providers"]})
+    report = core.make_report(rows, settings, core.environment(threads, providers))
+    if json_out:
+        write_text_atomic(json_out, json.dumps(report, indent=1) + "\n")
+    if csv_out:
+        write_text_atomic(csv_out, core.to_csv(report))
+    if plot_out:
+        plot_reports([report], plot_out)
+    click.echo(core.environment_table([report]))
+    click.echo(core.markdown_table([report]), nl=False)
+
+
+def _unique_names(paths: Sequence[str]) -> list[str]:
+    """Short names for the table: the file stem, with the parent folder where stems collide."""
+    stems = [Path(p).stem for p in paths]
+    out = []
+    for p, s in zip(paths, stems):
+        out.append(s if stems.count(s) == 1 else f"{Path(p).parent.name}/{s}")
+    return out
+
+
+@click.command("bench-report")
+@click.argument("results", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("--out", "md_out", type=click.Path(dir_okay=False), default=None,
+              help="Write the markdown here instead of stdout.")
+@click.option("--plot", "plot_out", type=click.Path(dir_okay=False), default=None, help="Write one bar chart (PNG).")
+def bench_report_command(results, md_out, plot_out) -> None:
+    """Merge bench JSON files from several machines into one markdown table and one plot."""
+    from edgelstm.runtime import bench as core
+
+    reports = [core.load_report(p) for p in results]
+    text = "## Machines\n\n" + core.environment_table(reports) + "\n## Results\n\n" + core.markdown_table(reports)
+    if md_out:
+        write_text_atomic(md_out, text)
+    else:
+        click.echo(text, nl=False)
+    if plot_out:
+        plot_reports(reports, plot_out)
+
+
+commands = {"bench": bench_command, "bench-report": bench_report_command}

@@ -1,0 +1,112 @@
+"""``edgelstm export``: a run directory or a user's own nn.Module -> checked ONNX + manifest."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from edgelstm.cli import options
+from edgelstm.errors import UsageError
+
+# Kept here (not imported) so `edgelstm export --help` does not import torch.
+_DEFAULT_OPSET = 17
+_DEFAULT_ATOL = 1e-5
+
+
+@click.command("export")
+@click.argument("run_dir", required=False, type=click.Path(file_okay=False))
+@click.option("-o", "--output", "output", required=True, type=click.Path(dir_okay=False),
+              help="Output OUT.onnx (seq2seq writes OUT.encoder.onnx and OUT.decoder_step.onnx).")
+@click.option("--model", "model_ref", default=None, metavar="FILE.py:FACTORY",
+              help="Your own nn.Module: FILE.py:FACTORY or package.module:FACTORY (FACTORY() returns it).")
+@click.option("--checkpoint", default=None, type=click.Path(dir_okay=False),
+              help="Weights for --model: .safetensors or .pt/.pth (loaded with weights_only=True).")
+@click.option("--input", "inputs", multiple=True, metavar="NAME:DTYPE[DIM,...]",
+              help="A forward input, in order (repeat). Dims: integers or names; named dims (batch, "
+                   "time, ...) are dynamic axes. Example: x:float32[batch,time,8].")
+@click.option("--output-name", "output_names", multiple=True, metavar="NAME",
+              help="Name of each model output, in order (repeat). Default: y, or y0, y1, ...")
+@click.option("--lengths-input", default=None, metavar="NAME",
+              help="The --input holding valid lengths, wired to every recurrent node's sequence_lens.")
+@click.option("--expose-state", is_flag=True,
+              help="Add h_in/c_in inputs and h_out/c_out outputs for each recurrent module (streaming).")
+@click.option("--opset", type=int, default=_DEFAULT_OPSET, show_default=True,
+              help="ONNX opset (14..20). 17 covers every op emitted and runs on onnxruntime >= 1.11.")
+@click.option("--atol", type=float, default=_DEFAULT_ATOL, show_default=True,
+              help="Parity rule: max |onnx - torch| <= ATOL * max(1, max|torch|), checked at several "
+                   "batch sizes and time lengths.")
+@click.option("--no-verify", is_flag=True, help="Skip the numeric comparison with PyTorch (graph checks still run).")
+@options.json_out
+@options.overwrite
+def export_cmd(run_dir, output, model_ref, checkpoint, inputs, output_names, lengths_input, expose_state,
+               opset, atol, no_verify, json_out, overwrite):
+    """Export RUN_DIR, or --model with --input specs, to ONNX with fused recurrent nodes.
+
+    \b
+    Examples:
+      edgelstm export runs/lstm -o lstm.onnx
+      edgelstm export --model my_model.py:build --checkpoint w.safetensors \\
+          --input x:float32[batch,time,8] -o my.onnx
+    """
+    if atol <= 0:
+        raise UsageError("--atol", "must be positive", expected="> 0", got=atol)
+    if run_dir and model_ref:
+        raise UsageError("export", "give either RUN_DIR or --model, not both", expected="one source",
+                         got=f"{run_dir} and --model {model_ref}")
+    if not run_dir and not model_ref:
+        raise UsageError("export", "nothing to export", expected="RUN_DIR or --model FILE.py:FACTORY", got="neither")
+    if run_dir:
+        extra = [n for n, v in (("--checkpoint", checkpoint), ("--input", inputs), ("--output-name", output_names),
+                                ("--lengths-input", lengths_input), ("--expose-state", expose_state)) if v]
+        if extra:
+            raise UsageError("export RUN_DIR", "options that only apply to --model", expected="none of them",
+                             got=extra)
+    else:
+        if not inputs:
+            raise UsageError("--input", "required with --model", expected="NAME:DTYPE[DIM,...] per forward input",
+                             got="none")
+    out = Path(output)
+    targets = [out]
+    from edgelstm.exporters.spec import check_specs, parse_input_spec  # noqa: PLC0415 (torch-free)
+
+    specs = [parse_input_spec(t) for t in inputs]
+    if model_ref:
+        check_specs(specs)
+    if run_dir and _is_seq2seq(run_dir):
+        stem = out.name[:-5] if out.name.endswith(".onnx") else out.name
+        targets = [out.with_name(f"{stem}.encoder.onnx"), out.with_name(f"{stem}.decoder_step.onnx")]
+    existing = [str(t) for t in targets if t.exists()]
+    if existing and not overwrite:
+        raise UsageError("-o", "output exists", expected="a new path, or --overwrite", got=existing)
+
+    if run_dir:
+        from edgelstm.exporters.runs import export_run  # noqa: PLC0415
+
+        report = export_run(run_dir, out, opset=opset, verify=not no_verify, atol_scale=atol)
+    else:
+        from edgelstm.exporters.core import export  # noqa: PLC0415
+        from edgelstm.exporters.usermodel import build_user_model, load_user_checkpoint  # noqa: PLC0415
+
+        model = build_user_model(model_ref)
+        sha = load_user_checkpoint(model, checkpoint) if checkpoint else None
+        report = export(model, None, out, inputs=specs, output_names=list(output_names) or None,
+                        opset=opset, verify=not no_verify, atol_scale=atol, lengths_input=lengths_input,
+                        expose_state=expose_state, checkpoint_sha256=sha)
+    click.echo(report.summary())
+    if json_out:
+        from edgelstm.fileio import write_text_atomic  # noqa: PLC0415
+
+        write_text_atomic(json_out, json.dumps(report.to_dict(), indent=2, default=str))
+
+
+def _is_seq2seq(run_dir: str) -> bool:
+    path = Path(run_dir) / "config.json"
+    try:
+        d = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False  # export_run reports the problem with the run directory itself
+    return isinstance(d, dict) and d.get("task") == "seq2seq"
+
+
+commands = {"export": export_cmd}

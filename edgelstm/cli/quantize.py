@@ -1,0 +1,50 @@
+"""``edgelstm quantize IN.onnx -o OUT.onnx --mode int8-dynamic|int8-static|fp16``."""
+from __future__ import annotations
+
+import json
+
+import click
+
+from edgelstm.cli import options
+from edgelstm.fileio import write_text_atomic
+
+MODES = ("int8-dynamic", "int8-static", "fp16")
+
+
+@click.command("quantize")
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Output .onnx file.")
+@click.option("--mode", required=True, help="int8-dynamic, int8-static or fp16.")
+@click.option("--calibration", type=click.Path(), default=None,
+              help="DATA.npz keyed by graph input names (x, lengths; y = labels) or a run directory. "
+                   "Required for int8-static; otherwise used to measure the error.")
+@click.option("--per-channel", is_flag=True, help="int8: one scale per output channel.")
+@click.option("--method", default=None, help="int8-static calibration: minmax (default), entropy, percentile.")
+@click.option("--recurrent", default=None,
+              help="int8-static: what LSTM/GRU weights get: int8-dynamic (default) or float.")
+@click.option("--gru", type=click.Choice(["int8", "float"]), default="int8", show_default=True,
+              help="int8 modes: rewrite GRU nodes so their weights become int8, or leave them float.")
+@click.option("--target", default="cpu", show_default=True,
+              help="cpu or gpu. fp16 on cpu keeps recurrent nodes computing in fp32.")
+@click.option("--keep-io-types/--fp16-io", default=None,
+              help="fp16: keep graph inputs/outputs float32 (default) or make them float16.")
+@click.option("--samples", type=int, default=512, show_default=True,
+              help="Sequences used to calibrate and measure the error.")
+@options.threads
+@options.overwrite
+@options.json_out
+def quantize_cmd(model, output, mode, calibration, per_channel, method, recurrent, gru, target, keep_io_types,
+                 samples, threads, overwrite, json_out):
+    """Quantize an exported model; print sizes and the error against the float model."""
+    from edgelstm.exporters.quantize import quantize
+
+    report = quantize(model, output, mode, calibration=calibration, per_channel=per_channel, method=method,
+                      target=target, keep_io_types=keep_io_types, recurrent=recurrent, gru=gru,
+                      calibration_samples=samples, threads=threads or 1, overwrite=overwrite)
+    for line in report.lines():
+        click.echo(line)
+    if json_out:
+        write_text_atomic(json_out, json.dumps(report.to_dict(), indent=2, sort_keys=True) + "\n")
+
+
+commands = {"quantize": quantize_cmd}

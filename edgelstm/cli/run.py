@@ -1,0 +1,210 @@
+"""``edgelstm run``: run an exported model on data with the torch-free runtime.
+
+Imports only the runtime (numpy + onnxruntime), never torch or onnx.
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import click
+import numpy as np
+
+from edgelstm.cli import options
+from edgelstm.errors import DataError, UsageError
+from edgelstm.fileio import atomic_path, write_text_atomic
+
+
+def read_input(path: Path) -> dict[str, np.ndarray]:
+    """``.npz`` (arrays by input name; a single array is ``x``), ``.npy`` (``x``) or ``.csv``
+    (one sequence: a row per time step, a column per feature, optional header)."""
+    if not path.exists():
+        raise DataError(str(path), "input file not found", expected="an existing .npz, .npy or .csv file",
+                        got="no such file")
+    suffix = path.suffix.lower()
+    if suffix in (".npz", ".npy"):
+        try:
+            loaded = np.load(path, allow_pickle=False)
+        except (OSError, ValueError) as e:
+            raise DataError(str(path), f"cannot read {suffix} file", expected="a numpy file without pickles",
+                            got=str(e)[:200]) from None
+        if suffix == ".npy":
+            return {"x": loaded}
+        with loaded as z:
+            arrays = {k: z[k] for k in z.files}
+        if "x" not in arrays:
+            if len(arrays) != 1:
+                raise DataError(str(path), "no array named 'x'", expected="an 'x' array (or a single array)",
+                                got=sorted(arrays))
+            arrays = {"x": next(iter(arrays.values()))}
+        return arrays
+    if suffix == ".csv":
+        return {"x": _read_csv(path)}
+    raise DataError(str(path), "unsupported input format", expected=".npz, .npy or .csv", got=suffix or "no suffix")
+
+
+def _read_csv(path: Path) -> np.ndarray:
+    rows: list[list[float]] = []
+    width = None
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            line = line.strip()
+            if not line or line.startswith("#"):
+                continue
+            cells = [c.strip() for c in line.split(",")]
+            try:
+                values = [float(c) for c in cells]
+            except ValueError:
+                if not rows and width is None:  # a header line
+                    width = len(cells)
+                    continue
+                bad = next(i for i, c in enumerate(cells) if not _is_float(c))
+                raise DataError(f"{path}:{lineno}", f"column {bad + 1} is not a number", expected="a float",
+                                got=cells[bad][:40]) from None
+            if width is None:
+                width = len(values)
+            if len(values) != width:
+                raise DataError(f"{path}:{lineno}", "wrong number of columns", expected=width, got=len(values))
+            rows.append(values)
+    if not rows:
+        raise DataError(str(path), "no data rows", expected="at least one row of numbers", got=0)
+    return np.asarray(rows, dtype=np.float32)[None]  # [1, time, features]
+
+
+def _is_float(s: str) -> bool:
+    try:
+        float(s)
+        return True
+    except ValueError:
+        return False
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    e = np.exp(z - z.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+@click.command("run")
+@click.argument("model_path", metavar="MODEL.onnx", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--input", "input_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Data: .npz (x, optional lengths), .npy or .csv (rows = time steps). "
+                   "For seq2seq: a .txt file, one source per line.")
+@click.option("--text", multiple=True, help="Seq2seq source string (repeatable).")
+@click.option("--stream", "streaming", is_flag=True, help="Feed the data one step at a time with carried state.")
+@options.device
+@options.threads
+@click.option("--no-fallback", is_flag=True, help="Fail instead of falling back when the device is unavailable.")
+@click.option("--nan", type=click.Choice(["raise", "pass"]), default="raise", show_default=True,
+              help="What to do with NaN/Inf inputs.")
+@click.option("--max-len", type=int, default=None, help="Seq2seq: maximum output tokens (default: manifest's).")
+@click.option("--out", "npz_out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write the output arrays to this .npz file.")
+@options.json_out
+def run_cmd(model_path, input_path, text, streaming, device, threads, no_fallback, nan, max_len, npz_out, json_out):
+    """Run MODEL.onnx on data and print the outputs (labels for classifiers)."""
+    from edgelstm import runtime
+
+    model = runtime.load(model_path, device=device, threads=threads, fallback=not no_fallback, nan=nan)
+    report: dict = {"model": str(model_path), "providers": model.providers}
+    if isinstance(model, runtime.Seq2SeqModel):
+        sources = list(text)
+        if input_path is not None:
+            try:
+                sources += [ln.rstrip("\n") for ln in Path(input_path).read_text(encoding="utf-8").splitlines()
+                            if ln.strip()]
+            except OSError as e:
+                raise DataError(str(input_path), "cannot read the source text", expected="a UTF-8 text file",
+                                got=str(e)[:200]) from None
+        if not sources:
+            raise UsageError("--text/--input", "a seq2seq model needs source text", expected="--text or --input",
+                             got="neither")
+        gen = model.generate(sources, max_len=max_len)
+        for src, out, toks in zip(sources, gen.texts or [None] * len(sources), gen.tokens):
+            click.echo(f"{src}\t{out if out is not None else toks}")
+        report.update(sources=sources, **gen.to_dict())
+        arrays = {}
+    else:
+        if input_path is None:
+            raise UsageError("--input", "missing input data", expected="a .npz, .npy or .csv file", got=None)
+        if text:
+            raise UsageError("--text", "only seq2seq models take text", expected="--input", got="--text")
+        data = read_input(input_path)
+        x = data.pop("x")
+        if x.ndim == 2:
+            x = x[None]  # one sequence [time, features] -> [1, time, features]
+        lengths = data.pop("lengths", None)
+        state = {k: v for k, v in data.items() if k in {s.input for s in model.states}} or None
+        if streaming:
+            result, arrays, stats = _run_stream(model, x, lengths, state)
+            report["stream"] = stats
+            click.echo(f"streamed {x.shape[1]} steps x batch {x.shape[0]}: median step "
+                       f"{stats['step_us_median']:.1f} us, p90 {stats['step_us_p90']:.1f} us")
+        else:
+            t0 = time.perf_counter()
+            result = model.run(x, lengths=lengths, state=state)
+            report["run_ms"] = (time.perf_counter() - t0) * 1e3
+            arrays = dict(result.outputs)
+        arrays.update({f"state.{k}": v for k, v in result.state.items()})
+        report["outputs"] = {k: v.tolist() for k, v in arrays.items()}
+        _echo_result(model, result, x.shape[0])
+        if result.labels is not None:
+            report["labels"] = result.labels
+    if npz_out is not None:
+        with atomic_path(npz_out) as tmp:
+            with open(tmp, "wb") as f:
+                np.savez(f, **arrays)
+        click.echo(f"wrote {npz_out}")
+    if json_out is not None:
+        write_text_atomic(json_out, json.dumps(report, indent=1))
+        click.echo(f"wrote {json_out}")
+
+
+def _run_stream(model, x, lengths, state):
+    if lengths is not None:
+        raise UsageError("--stream", "per-sequence lengths are not used when streaming; trim the data instead",
+                         expected="no 'lengths' array", got="lengths")
+    stream = model.stream(batch=x.shape[0])
+    if state is not None:
+        stream.state = state
+    per_step: dict[str, list[np.ndarray]] = {}
+    times = []
+    result = None
+    for t in range(x.shape[1]):
+        frame = np.ascontiguousarray(x[:, t])
+        t0 = time.perf_counter()
+        result = stream.step(frame)
+        times.append(time.perf_counter() - t0)
+        for k, v in result.outputs.items():
+            per_step.setdefault(k, []).append(v)
+    arrays = {k: np.stack(v, axis=1) for k, v in per_step.items()}  # [batch, time, ...]
+    us = np.asarray(times) * 1e6
+    stats = {"steps": int(x.shape[1]), "step_us_median": float(np.median(us)),
+             "step_us_p90": float(np.percentile(us, 90))}
+    final = _with_state(model, result, stream.state)
+    return final, arrays, stats
+
+
+def _with_state(model, step_result, state):
+    """The last step's outputs with the stream's final state (a step result carries no state)."""
+    from edgelstm.runtime import RunResult
+
+    return RunResult(step_result.outputs, state, model.labels, model.label_output)
+
+
+def _echo_result(model, result, batch: int) -> None:
+    name = model.label_output
+    if result.labels is not None and name == "logits":
+        probs = _softmax(result.outputs[name].astype(np.float64))
+        for b, label in enumerate(result.labels):
+            click.echo(f"sequence {b}: {label} (p={probs[b].max():.3f})")
+        return
+    if result.labels is not None:
+        for b, labels in enumerate(result.labels):
+            click.echo(f"sequence {b}: {' '.join(map(str, labels))}")
+        return
+    for k, v in result.outputs.items():
+        click.echo(f"{k}: shape {list(v.shape)}, mean {float(np.mean(v)):.4g}")
+
+
+commands = {"run": run_cmd}

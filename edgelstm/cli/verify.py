@@ -1,0 +1,62 @@
+"""``edgelstm verify``: check an exported (and quantized) model against PyTorch and independent
+oracles. Exit code 0 when every check passed, 1 when one failed, 2 on a usage error."""
+from __future__ import annotations
+
+import click
+
+from edgelstm.cli import options
+from edgelstm.errors import UsageError
+
+
+@click.command("verify")
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("--reference", "reference", type=click.Path(file_okay=False), default=None,
+              help="Run directory of the PyTorch original (from edgelstm train).")
+@click.option("--model", "model_spec", default=None,
+              help="The PyTorch original as FILE.py:FACTORY or package.module:FACTORY (instead of --reference).")
+@click.option("--checkpoint", type=click.Path(dir_okay=False), default=None,
+              help="Weights for --model (.safetensors, .pt, .pth; never unpickled).")
+@click.option("--against", multiple=True, type=click.Path(dir_okay=False),
+              help="Another file of the same model (int8, fp16...) to verify too; repeatable.")
+@options.device
+@click.option("--data", type=click.Path(dir_okay=False), default=None,
+              help=".npz with arrays named after the graph inputs (x, lengths...) and optional labels y.")
+@click.option("--steps", type=int, default=10_000, show_default=True,
+              help="Length of the long-horizon drift sequence (0 skips the drift check).")
+@click.option("--atol", multiple=True,
+              help="Absolute tolerance, per output (h_out:1e-3) or for all (1e-4); repeatable.")
+@click.option("--min-snr", "min_snr", multiple=True,
+              help="Minimum SNR in dB, per output (y:25) or for all (30); repeatable.")
+@click.option("--checks", default=",".join(("outputs", "task", "streaming", "drift", "batch_invariance", "state_roundtrip")),
+              show_default=True, help="Comma-separated subset of the checks to run.")
+@click.option("--oracles", default="reference,numpy", show_default=True,
+              help="Extra fp32 oracles: reference (onnx.reference), numpy (edgelstm.reference cells); '' for none.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random inputs.")
+@options.json_out
+@click.option("--plot", type=click.Path(dir_okay=False), default=None, help="PNG of drift error vs time step.")
+@click.option("-q", "--quiet", is_flag=True, help="Print only the verdict line.")
+def verify_cmd(model, reference, model_spec, checkpoint, against, device, data, steps, atol, min_snr,
+               checks, oracles, seed, json_out, plot, quiet) -> int:
+    """Verify MODEL.onnx: outputs, task agreement, streaming parity, long-horizon drift, batch
+    invariance and state round-trip, on every requested device and for every --against file."""
+    from edgelstm.verify.core import verify
+
+    if checkpoint and not model_spec:
+        raise UsageError("--checkpoint", "only used with --model FILE.py:FACTORY", expected="--model", got="--checkpoint alone")
+    devices = [d.strip() for d in device.split(",") if d.strip()]
+    if not devices:
+        raise UsageError("--device", "no device given", expected="e.g. cpu or cpu,cuda", got=device)
+    result = verify(model, reference=reference, model_spec=model_spec, checkpoint=checkpoint, against=against,
+                    devices=devices, data=data, steps=steps, atol=atol, min_snr=min_snr, seed=seed,
+                    checks=[c.strip() for c in checks.split(",") if c.strip()],
+                    oracles=[o.strip() for o in oracles.split(",") if o.strip()])
+    if json_out:
+        result.write_json(json_out)
+    if plot:
+        result.plot(plot)
+    text = result.table()
+    click.echo(text.splitlines()[-1] if quiet else text)
+    return 0 if result.passed else 1
+
+
+commands = {"verify": verify_cmd}

@@ -1,0 +1,412 @@
+"""Backends: one object per way of computing a model, all with ``run(feeds) -> {output: array}``.
+
+* ``torch``             the PyTorch original (a run directory or a user's module)
+* ``ort:PROVIDER``      onnxruntime with one execution provider, on fp32 and quantized files
+* ``reference``         ``onnx.reference.ReferenceEvaluator`` (fp32 graphs)
+* ``numpy``             the NumPy interpreter of :mod:`edgelstm.verify.interp`, recurrent nodes
+                        computed by :mod:`edgelstm.reference` (fp32 graphs), a third oracle
+
+Feeds and outputs use the graph's own names (``x``, ``lengths``, ``h_in``... -> ``logits``/``y``,
+``h_out``...), so every backend is interchangeable in the checks.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgelstm.errors import (InputError, ManifestError, ModelDefinitionError, ModelFileError,
+                             UnsupportedError, UsageError)
+from edgelstm.manifest import MANIFEST_KEY, Manifest
+
+QUANT_OPS = {"DynamicQuantizeLSTM", "MatMulInteger", "DynamicQuantizeMatMul", "QuantizeLinear",
+             "DequantizeLinear", "QLinearMatMul", "ConvInteger", "QGemm", "MatMulIntegerToFloat",
+             "DynamicQuantizeLinear", "QAttention"}
+ONNX_DTYPES = {1: "float32", 10: "float16", 11: "float64", 6: "int32", 7: "int64", 9: "bool", 3: "int8", 2: "uint8"}
+
+
+@dataclass
+class IOSpec:
+    name: str
+    dtype: str
+    shape: list[Any]
+
+
+@dataclass
+class GraphSpec:
+    """What the harness needs to know about one ONNX file."""
+
+    path: Path
+    inputs: list[IOSpec]
+    outputs: list[IOSpec]
+    states: list[tuple[str, str]]          # (input, output) pairs fed back when streaming
+    precision: str
+    manifest: Manifest | None
+    ops: list[str] = field(default_factory=list)
+
+    @property
+    def label(self) -> str:
+        return self.path.name
+
+    @property
+    def input_names(self) -> list[str]:
+        return [i.name for i in self.inputs]
+
+    @property
+    def output_names(self) -> list[str]:
+        return [o.name for o in self.outputs]
+
+    @property
+    def x(self) -> str | None:
+        names = self.input_names
+        if "x" in names:
+            return "x"
+        state_in = {s[0] for s in self.states}
+        rest = [i.name for i in self.inputs if i.name not in state_in and i.name != "lengths"
+                and i.dtype.startswith("float") and len(i.shape) == 3]
+        return rest[0] if len(rest) == 1 else None
+
+    @property
+    def lengths(self) -> str | None:
+        return "lengths" if "lengths" in self.input_names else None
+
+    @property
+    def task(self) -> str:
+        return self.manifest.task if self.manifest else "custom"
+
+    @property
+    def family(self) -> str:
+        return self.manifest.family if self.manifest else "custom"
+
+    @property
+    def streamable(self) -> bool:
+        if self.manifest is not None and not self.manifest.streamable:
+            return False
+        return bool(self.states) and self.x is not None
+
+    @property
+    def data_outputs(self) -> list[str]:
+        state_out = {s[1] for s in self.states}
+        return [o.name for o in self.outputs if o.name not in state_out]
+
+    def spec(self, name: str) -> IOSpec:
+        return next(i for i in self.inputs + self.outputs if i.name == name)
+
+
+def _dims(t) -> list[Any]:
+    dims = []
+    for d in t.type.tensor_type.shape.dim:
+        dims.append(d.dim_value if d.HasField("dim_value") else (d.dim_param or "?"))
+    return dims
+
+
+def load_graph(path: str | os.PathLike):
+    """Read an ONNX file and describe it. Raises ModelFileError / ManifestError."""
+    import onnx
+
+    p = Path(path)
+    if not p.is_file():
+        raise ModelFileError(str(p), "model file not found", expected="an existing .onnx file", got="no such file")
+    try:
+        model = onnx.load(str(p))
+    except Exception as e:  # onnx raises DecodeError, ValueError... for a damaged file
+        raise ModelFileError(str(p), "not a readable ONNX model", expected="an ONNX protobuf", got=f"{type(e).__name__}: {e}") from None
+    if not model.graph.node:
+        raise ModelFileError(str(p), "graph has no nodes", expected="a model graph", got="empty graph")
+    meta = {m.key: m.value for m in model.metadata_props}
+    manifest = Manifest.from_json(meta[MANIFEST_KEY], source=str(p)) if MANIFEST_KEY in meta else None
+    inits = {t.name for t in model.graph.initializer}
+    inputs = [IOSpec(i.name, ONNX_DTYPES.get(i.type.tensor_type.elem_type, "other"), _dims(i))
+              for i in model.graph.input if i.name not in inits]
+    outputs = [IOSpec(o.name, ONNX_DTYPES.get(o.type.tensor_type.elem_type, "other"), _dims(o)) for o in model.graph.output]
+    in_names = [i.name for i in inputs]
+    out_names = [o.name for o in outputs]
+    if manifest is not None:
+        states = [(s.input, s.output) for s in manifest.states]
+        for a, b in states:
+            if a not in in_names or b not in out_names:
+                raise ManifestError(str(p), f"manifest state pair {a}->{b} is not in the graph",
+                                    expected={"inputs": in_names, "outputs": out_names}, got=[a, b])
+    else:  # convention: NAME_in -> NAME_out
+        states = [(n, n[:-3] + "_out") for n in in_names if n.endswith("_in") and n[:-3] + "_out" in out_names]
+    ops = sorted({n.op_type for n in model.graph.node})
+    if manifest is not None and manifest.precision != "fp32":
+        precision = manifest.precision
+    elif QUANT_OPS & set(ops):
+        precision = "int8-static" if "QuantizeLinear" in ops else "int8-dynamic"
+    elif any(t.data_type == 10 for t in model.graph.initializer):
+        precision = "fp16"
+    else:
+        precision = "fp32"
+    return model, GraphSpec(p, inputs, outputs, states, precision, manifest, ops)
+
+
+class Backend:
+    """Base: ``name`` says what it is, ``run`` maps graph-named feeds to graph-named outputs."""
+
+    name = "backend"
+    slow = False  # a pure-Python oracle: kept out of the long drift run
+
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:  # pragma: no cover
+        raise NotImplementedError
+
+
+# ------------------------------------------------------------------------------------ onnxruntime
+def resolve_provider(device: str) -> str:
+    """Short device name -> the one onnxruntime provider it means. Unavailable -> error listing
+    the available ones (verification never falls back silently)."""
+    import onnxruntime as ort
+
+    from edgelstm.runtime.providers import plan_providers
+
+    plan = plan_providers(device, fallback=False)
+    avail = ort.get_available_providers()
+    if plan.primary not in avail:  # pragma: no cover - plan_providers raises first
+        from edgelstm.errors import ProviderUnavailableError
+        raise ProviderUnavailableError(device, "provider not available", expected=avail, got=plan.primary)
+    return plan.primary
+
+
+class OrtBackend(Backend):
+    def __init__(self, spec: GraphSpec, provider: str, *, threads: int = 1):
+        import onnxruntime as ort
+
+        self.spec = spec
+        self.provider = provider
+        so = ort.SessionOptions()
+        # int8 recurrent outputs depend on the intra-op thread count: fix it so runs compare.
+        so.intra_op_num_threads = threads
+        so.inter_op_num_threads = 1
+        so.log_severity_level = 3
+        chain = [provider] + (["CPUExecutionProvider"] if provider != "CPUExecutionProvider" else [])
+        try:
+            self.session = ort.InferenceSession(str(spec.path), so, providers=chain)
+        except Exception as e:
+            raise ModelFileError(str(spec.path), f"onnxruntime cannot load the model with {provider}",
+                                 expected="a model onnxruntime accepts", got=f"{type(e).__name__}: {e}") from None
+        self.providers = self.session.get_providers()
+        short = provider.replace("ExecutionProvider", "").lower()
+        self.name = f"ort:{short}[{spec.label}]"
+
+    def run(self, feeds):
+        outs = self.session.run(None, {k: v for k, v in feeds.items() if k in self.spec.input_names})
+        return dict(zip(self.spec.output_names, outs))
+
+
+# ------------------------------------------------------------------------------------ python oracles
+class ReferenceBackend(Backend):
+    """``onnx.reference.ReferenceEvaluator``.
+
+    Its LSTM/GRU/RNN kernels ignore ``sequence_lens`` (onnx 1.23: the argument is unused), so a
+    padded batch whose lengths are not all full is evaluated one sequence at a time, each cut to
+    its own length, and reassembled (outputs past a length are zero, as the operator defines).
+    The batch-invariance check is therefore meaningless for this backend and skips it.
+    """
+
+    slow = True
+    ignores_sequence_lens = True
+
+    def __init__(self, model, spec: GraphSpec):
+        from onnx.reference import ReferenceEvaluator
+
+        self.spec = spec
+        self.evaluator = ReferenceEvaluator(model)
+        self.name = f"reference[{spec.label}]"
+
+    def _eval(self, feeds):
+        outs = self.evaluator.run(None, {k: v for k, v in feeds.items() if k in self.spec.input_names})
+        return dict(zip(self.spec.output_names, outs))
+
+    def run(self, feeds):
+        spec = self.spec
+        if not spec.lengths or spec.lengths not in feeds or spec.x is None:
+            return self._eval(feeds)
+        x, lengths = feeds[spec.x], np.asarray(feeds[spec.lengths])
+        T = x.shape[1]
+        if np.all(lengths == T):
+            return self._eval(feeds)
+        state_in = {s[0] for s in spec.states}
+        state_out = {s[1] for s in spec.states}
+        parts = []
+        for i, t in enumerate(lengths):
+            one = {}
+            for k, v in feeds.items():
+                if k == spec.x:
+                    one[k] = np.ascontiguousarray(v[i:i + 1, :int(t)])
+                elif k == spec.lengths:
+                    one[k] = np.ascontiguousarray(v[i:i + 1])
+                elif k in state_in:
+                    one[k] = np.ascontiguousarray(v[:, i:i + 1])
+                else:
+                    one[k] = v
+            parts.append((int(t), self._eval(one)))
+        out = {}
+        for name in spec.output_names:
+            if name in state_out:
+                out[name] = np.concatenate([p[name] for _, p in parts], axis=1)
+                continue
+            arrs = []
+            for t, p in parts:
+                a = p[name]
+                if a.ndim >= 2 and a.shape[1] == t and (spec.task in ("label", "regress", "forecast") or a.ndim >= 3):
+                    pad = np.zeros((a.shape[0], T - t) + a.shape[2:], dtype=a.dtype)
+                    a = np.concatenate([a, pad], axis=1)
+                arrs.append(a)
+            out[name] = np.concatenate(arrs, axis=0)
+        return out
+
+
+class NumpyBackend(Backend):
+    slow = True
+
+    def __init__(self, model, spec: GraphSpec):
+        from edgelstm.verify.interp import NumpyGraph, _reference
+
+        _reference()  # fail now, with a clear message, if the reference cells are missing
+        self.spec = spec
+        self.graph = NumpyGraph(model)
+        self.name = f"numpy[{spec.label}]"
+
+    def run(self, feeds):
+        return self.graph.run({k: v for k, v in feeds.items() if k in self.spec.input_names})
+
+
+# ------------------------------------------------------------------------------------ torch
+class TorchBackend(Backend):
+    """The PyTorch original.
+
+    Modules following the edgelstm interface (``forward(x, lengths=None, state=None) ->
+    (out, state_out)``, see docs/DESIGN.md) are fed ``x``/``lengths``/``h_in``/``c_in`` by name.
+    Any other module is called with the graph inputs in graph order and its (flattened) outputs
+    are matched to the graph outputs in order, as the exporter does for user modules.
+    """
+
+    def __init__(self, module, spec: GraphSpec, *, label: str = "torch"):
+        import torch
+
+        self.torch = torch
+        self.module = module.eval()
+        self.spec = spec
+        self.name = label
+        names = spec.input_names
+        state_ins = [s[0] for s in spec.states]
+        self.design = (names[:1] == ["x"] and set(names) <= {"x", "lengths", "h_in", "c_in"}
+                       and set(state_ins) <= {"h_in", "c_in"})
+        if self.design:
+            order = [s for s in ("h_in", "c_in") if s in state_ins]
+            self.state_pairs = [next(p for p in spec.states if p[0] == s) for s in order]
+
+    def run(self, feeds):
+        torch = self.torch
+        with torch.inference_mode():
+            if self.design:
+                x = torch.from_numpy(np.ascontiguousarray(feeds["x"], dtype=np.float32))
+                lengths = torch.from_numpy(np.asarray(feeds["lengths"], dtype=np.int64)) if "lengths" in feeds else None
+                state = tuple(torch.from_numpy(np.ascontiguousarray(feeds[i], dtype=np.float32))
+                              for i, _ in self.state_pairs) if self.state_pairs else None
+                try:
+                    out, state_out = self.module(x, lengths, state)
+                except Exception as e:
+                    raise ModelDefinitionError(self.name, "forward(x, lengths, state) raised",
+                                               expected="(out, state_out)", got=f"{type(e).__name__}: {e}") from None
+                result = {self.spec.data_outputs[0]: out.detach().numpy()}
+                for (_, o), t in zip(self.state_pairs, state_out):
+                    result[o] = t.detach().numpy()
+                return result
+            args = []
+            for spec in self.spec.inputs:
+                a = np.asarray(feeds[spec.name])
+                args.append(torch.from_numpy(np.ascontiguousarray(a)))
+            try:
+                outs = self.module(*args)
+            except Exception as e:
+                raise ModelDefinitionError(self.name, "forward raised on the graph inputs",
+                                           expected=f"forward({', '.join(self.spec.input_names)})",
+                                           got=f"{type(e).__name__}: {e}") from None
+            flat = _flatten(outs)
+            if len(flat) != len(self.spec.outputs):
+                raise ModelDefinitionError(self.name, "module returns a different number of tensors than the graph",
+                                           expected=self.spec.output_names, got=len(flat))
+            return {o: t.detach().numpy() for o, t in zip(self.spec.output_names, flat)}
+
+
+def _flatten(obj) -> list:
+    if isinstance(obj, (tuple, list)):
+        out = []
+        for o in obj:
+            out += _flatten(o)
+        return out
+    return [obj]
+
+
+def load_torch_reference(reference=None, *, model: str | None = None, checkpoint: str | None = None):
+    """Return ``(module, description)`` from a run directory, an nn.Module, or FILE.py:FACTORY + checkpoint."""
+    if reference is not None and model is not None:
+        raise UsageError("--reference", "give a run directory or --model FILE.py:FACTORY, not both",
+                         expected="one of them", got="both")
+    if reference is not None and not isinstance(reference, (str, os.PathLike)):
+        return reference, type(reference).__name__
+    if reference is not None:
+        run_dir = Path(reference)
+        if not run_dir.is_dir():
+            raise UsageError("--reference", "run directory not found", expected="a directory from edgelstm train", got=str(run_dir))
+        try:
+            from edgelstm.checkpoint import load_run
+        except ImportError as e:  # pragma: no cover - part of the package
+            raise UnsupportedError("--reference", "edgelstm.checkpoint is not available", got=str(e)) from None
+        module, _cfg = load_run(run_dir)
+        return module, f"torch[{run_dir.name}]"
+    if model is not None:
+        return _load_user_module(model, checkpoint), f"torch[{model}]"
+    return None, None
+
+
+def _load_user_module(spec: str, checkpoint: str | None):
+    """``FILE.py:FACTORY`` or ``package.module:FACTORY`` -> module, with weights from ``checkpoint``."""
+    import importlib
+    import importlib.util
+
+    path, sep, factory = spec.rpartition(":")
+    if not sep or not path or not factory:
+        raise UsageError("--model", "malformed model spec", expected="FILE.py:FACTORY or package.module:FACTORY", got=spec)
+    try:
+        if path.endswith(".py"):
+            if not Path(path).is_file():
+                raise ModelDefinitionError(path, "model file not found", expected="an existing .py file", got=path)
+            mod_spec = importlib.util.spec_from_file_location(f"_edgelstm_user_{Path(path).stem}", path)
+            mod = importlib.util.module_from_spec(mod_spec)
+            mod_spec.loader.exec_module(mod)
+        else:
+            mod = importlib.import_module(path)
+    except ModelDefinitionError:
+        raise
+    except Exception as e:
+        raise ModelDefinitionError(path, "model module does not import", got=f"{type(e).__name__}: {e}") from None
+    fn = getattr(mod, factory, None)
+    if fn is None:
+        raise ModelDefinitionError(spec, "factory not found in module", expected=factory,
+                                   got=sorted(n for n in dir(mod) if not n.startswith("_")))
+    try:
+        module = fn()
+    except Exception as e:
+        raise ModelDefinitionError(spec, "factory raised", got=f"{type(e).__name__}: {e}") from None
+    if checkpoint is not None:
+        from edgelstm.checkpoint import load_weights
+        load_weights(module, checkpoint)
+    return module
+
+
+def check_feeds(spec: GraphSpec, feeds: dict[str, np.ndarray], source: str) -> None:
+    """User-supplied feeds must name the graph's inputs with the right rank."""
+    for i in spec.inputs:
+        if i.name not in feeds:
+            continue
+        a = feeds[i.name]
+        if a.ndim != len(i.shape):
+            raise InputError(f"{source}:{i.name}", "wrong rank", expected=i.shape, got=list(a.shape))
+        for k, (d, s) in enumerate(zip(i.shape, a.shape)):
+            if isinstance(d, int) and d > 0 and d != s:
+                raise InputError(f"{source}:{i.name}", f"wrong size of dimension {k}", expected=i.shape, got=list(a.shape))

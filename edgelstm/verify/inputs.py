@@ -1,0 +1,143 @@
+"""Inputs for verification: seeded random feeds shaped from the graph/manifest, user .npz data.
+
+Random cases cover several batch sizes and time lengths (different from any export example),
+variable lengths inside a padded batch, and non-zero initial states: a zero state would hide a
+state wired to the wrong layer.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from edgelstm.errors import DataError, UsageError
+from edgelstm.verify.backends import GraphSpec, check_feeds
+
+# (batch, time, varied lengths, random initial state)
+DEFAULT_CASES: tuple[tuple[int, int, bool, bool], ...] = (
+    (1, 1, False, False),
+    (3, 7, True, True),
+    (2, 23, False, True),
+)
+
+
+@dataclass
+class Case:
+    name: str
+    feeds: dict[str, np.ndarray]
+    labels: np.ndarray | None = None
+    meta: dict = field(default_factory=dict)
+
+
+def _dim(spec: GraphSpec, input_name: str, axis: int, what: str) -> int:
+    d = spec.spec(input_name).shape[axis]
+    if isinstance(d, int) and d > 0:
+        return d
+    raise UsageError(spec.label, f"input {input_name!r} has no fixed {what} size to generate random data from",
+                     expected="a fixed dimension, or --data DATA.npz", got=d)
+
+
+def random_feeds(spec: GraphSpec, batch: int, time: int, rng: np.random.Generator, *,
+                 varied_lengths: bool = False, random_state: bool = True) -> dict[str, np.ndarray]:
+    """One feed dict for a model following the naming contract (x, lengths, state inputs)."""
+    feeds: dict[str, np.ndarray] = {}
+    state_ins = {s[0] for s in spec.states}
+    x = spec.x
+    for i in spec.inputs:
+        if i.name == x:
+            features = _dim(spec, i.name, 2, "feature")
+            feeds[i.name] = rng.standard_normal((batch, time, features)).astype(i.dtype if i.dtype.startswith("float") else "float32")
+        elif i.name == spec.lengths:
+            lengths = np.full(batch, time, dtype=np.int64)
+            if varied_lengths and batch > 1:  # full length down to 1: both extremes always present
+                lengths = np.round(np.linspace(time, 1, batch)).astype(np.int64)
+            feeds[i.name] = lengths.astype(i.dtype if i.dtype.startswith("int") else "int32")
+        elif i.name in state_ins:
+            shape = [batch if not isinstance(d, int) or d <= 0 else d for d in i.shape]
+            if len(shape) == 3:
+                shape[1] = batch
+            shape[0] = _dim(spec, i.name, 0, "layers*directions")
+            shape[-1] = _dim(spec, i.name, len(shape) - 1, "hidden")
+            arr = rng.uniform(-0.8, 0.8, size=shape) if random_state else np.zeros(shape)
+            feeds[i.name] = arr.astype(i.dtype if i.dtype.startswith("float") else "float32")
+        else:
+            raise UsageError(spec.label, f"cannot generate random data for input {i.name!r}",
+                             expected="inputs x, lengths and state inputs, or --data DATA.npz", got=i.name)
+    return feeds
+
+
+def random_cases(spec: GraphSpec, seed: int, cases=DEFAULT_CASES) -> list[Case]:
+    rng = np.random.default_rng(seed)
+    out = []
+    for batch, time, varied, rstate in cases:
+        feeds = random_feeds(spec, batch, time, rng, varied_lengths=varied, random_state=rstate)
+        name = f"batch={batch} time={time}" + (" varied-lengths" if varied else "") + (" random-state" if rstate else "")
+        out.append(Case(name, feeds))
+    return out
+
+
+def zero_state(spec: GraphSpec, batch: int) -> dict[str, np.ndarray]:
+    out = {}
+    for s_in, _ in spec.states:
+        shape = list(spec.spec(s_in).shape)
+        shape[0] = _dim(spec, s_in, 0, "layers*directions")
+        shape[1] = batch
+        shape[-1] = _dim(spec, s_in, len(shape) - 1, "hidden")
+        out[s_in] = np.zeros(shape, dtype=np.float32)
+    return out
+
+
+def load_npz(path: str | Path, spec: GraphSpec, *, max_rows: int | None = 512) -> Case:
+    """A user's .npz: arrays named after the graph inputs (at least ``x``), optional ``lengths``,
+    optional labels ``y``. Missing lengths = full sequences; missing states = zeros."""
+    p = Path(path)
+    if not p.is_file():
+        raise DataError(str(p), "data file not found", expected="an existing .npz file", got="no such file")
+    try:
+        with np.load(p, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except Exception as e:
+        raise DataError(str(p), "not a readable .npz file", expected="numpy.savez output", got=f"{type(e).__name__}: {e}") from None
+    x = spec.x
+    if x is None or x not in arrays:
+        raise DataError(str(p), "no array for the model's data input", expected=x or spec.input_names, got=sorted(arrays))
+    n = arrays[x].shape[0]
+    if max_rows is not None and n > max_rows:
+        arrays = {k: (v[:max_rows] if v.ndim and v.shape[0] == n else v) for k, v in arrays.items()}
+        n = max_rows
+    feeds = {k: v for k, v in arrays.items() if k in spec.input_names}
+    check_feeds(spec, feeds, str(p))
+    xa = feeds[x]
+    if not np.all(np.isfinite(xa)):
+        raise DataError(str(p), f"array {x!r} holds NaN or Inf", expected="finite values", got="NaN/Inf")
+    feeds[x] = xa.astype(spec.spec(x).dtype if spec.spec(x).dtype.startswith("float") else np.float32)
+    if spec.lengths:
+        lens = feeds.get(spec.lengths, np.full(n, xa.shape[1]))
+        if np.any(lens < 1) or np.any(lens > xa.shape[1]):
+            raise DataError(f"{p}:{spec.lengths}", "lengths out of range", expected=f"1..{xa.shape[1]}",
+                            got=f"{int(lens.min())}..{int(lens.max())}")
+        feeds[spec.lengths] = np.asarray(lens).astype(spec.spec(spec.lengths).dtype)
+    for s_in, arr in zero_state(spec, n).items():
+        feeds.setdefault(s_in, arr)
+    labels = arrays.get("y")
+    if labels is not None and labels.shape[:1] != (n,):
+        raise DataError(f"{p}:y", "labels do not match the number of sequences", expected=n, got=labels.shape[0])
+    return Case(f"data={p.name} n={n}", feeds, labels=labels, meta={"source": str(p)})
+
+
+def split_batch(feeds: dict[str, np.ndarray], spec: GraphSpec, index: int) -> dict[str, np.ndarray]:
+    """Sample ``index`` alone, cut to its own length."""
+    out = {}
+    state_ins = {s[0] for s in spec.states}
+    t = int(feeds[spec.lengths][index]) if spec.lengths else feeds[spec.x].shape[1]
+    for k, v in feeds.items():
+        if k == spec.x:
+            out[k] = np.ascontiguousarray(v[index:index + 1, :t])
+        elif k == spec.lengths:
+            out[k] = np.ascontiguousarray(v[index:index + 1])
+        elif k in state_ins:
+            out[k] = np.ascontiguousarray(v[:, index:index + 1])
+        else:
+            out[k] = v
+    return out

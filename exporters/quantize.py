@@ -1,0 +1,846 @@
+"""Quantize an exported edgelstm ONNX file: int8 (dynamic or static QDQ) or fp16.
+
+``quantize(IN, OUT, mode, ...)`` is path in, path out, like onnxruntime's own functions, with the
+options in a typed :class:`QuantizeOptions` and every invalid combination rejected before any
+work is done. The result is written to a temporary name and renamed, so a failure never leaves a
+half-written file.
+
+Modes
+-----
+``int8-dynamic``
+    ``onnxruntime.quantization.quantize_dynamic``: ``LSTM`` becomes ``com.microsoft.DynamicQuantizeLSTM``
+    and ``MatMul``/``Gemm`` become integer ops. ``GRU`` (left in float by onnxruntime) is first
+    rewritten by :mod:`edgelstm.exporters.gru_int8` into an input-projection ``MatMul`` plus a
+    ``Scan`` whose per-step ``MatMul`` with ``R^T`` quantizes, so GRU weights become int8 too.
+``int8-static``
+    QDQ quantization with calibration on real data (MinMax, Entropy or Percentile) for the
+    non-recurrent operators (head, attention projections). onnxruntime's QDQ quantizer has no
+    recurrent operators (LSTM/GRU would stay float), so by default the recurrent weights get the
+    dynamic treatment above (``recurrent="int8-dynamic"``); ``recurrent="float"`` keeps them float.
+``fp16``
+    ``onnxruntime.transformers.float16.convert_float_to_float16``. For ``target="cpu"`` the
+    recurrent nodes (LSTM/GRU/RNN) stay float32, since onnxruntime's CPU provider has no fp16
+    kernels for them and would cast around them anyway; ``target="gpu"`` converts them as well.
+
+The output keeps the edgelstm manifest (``metadata_props["edgelstm"]``) with ``precision``
+updated and the options under ``extra["quantization"]``.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import os
+import shutil
+import tempfile
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+from edgelstm.errors import (DataError, ModelFileError, UnknownChoiceError, UnsupportedError,
+                             UsageError)
+from edgelstm.fileio import atomic_path
+from edgelstm.manifest import MANIFEST_KEY, Manifest
+
+log = logging.getLogger(__name__)
+
+MODES = ("int8-dynamic", "int8-static", "fp16")
+CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
+TARGETS = ("cpu", "gpu")
+RECURRENT_CHOICES = ("int8-dynamic", "float")  # what int8-static does with LSTM/GRU weights
+RECURRENT_OPS = ("LSTM", "GRU", "RNN")
+# ops already produced by a quantizer / converter: a model holding them was quantized before
+QUANTIZED_OPS = {"DynamicQuantizeLSTM", "QuantizeLinear", "DequantizeLinear", "MatMulInteger",
+                 "DynamicQuantizeMatMul", "DynamicQuantizeLinear", "QLinearMatMul", "MatMulIntegerToFloat"}
+# onnxruntime's QDQ quantizer: the op types quantized statically (weights and their activations)
+STATIC_OP_TYPES = ["MatMul", "Gemm", "Conv"]
+
+
+@dataclass(frozen=True)
+class QuantizeOptions:
+    """Everything that decides what ``quantize`` writes. Validated by :meth:`validate`."""
+
+    mode: str                                  # one of MODES
+    per_channel: bool = False                  # int8: one scale per output channel of each weight
+    method: str | None = None                  # int8-static calibration: minmax (default), entropy, percentile
+    target: str = "cpu"                        # cpu | gpu: fp16 keeps recurrent nodes fp32 on cpu
+    keep_io_types: bool | None = None          # fp16: keep graph inputs/outputs float32 (default True)
+    recurrent: str | None = None               # int8-static: "int8-dynamic" (default) or "float"
+    gru: str = "int8"                          # int8: "int8" rewrites GRU for int8 weights, "float" leaves it
+    calibration_samples: int = 512             # at most this many sequences are used to calibrate / evaluate
+    batch_size: int = 32                       # sequences per onnxruntime call while calibrating / evaluating
+    threads: int = 1                           # intra-op threads when evaluating (int8 LSTM output depends on it)
+
+    def validate(self, *, has_calibration: bool) -> "QuantizeOptions":
+        """Reject unknown names and option combinations that would be ignored; fill defaults."""
+        if self.mode not in MODES:
+            raise UnknownChoiceError("--mode", "unknown quantization mode", expected=list(MODES), got=self.mode)
+        if self.target not in TARGETS:
+            raise UnknownChoiceError("--target", "unknown target", expected=list(TARGETS), got=self.target)
+        if self.gru not in ("int8", "float"):
+            raise UnknownChoiceError("gru", "unknown GRU treatment", expected=["int8", "float"], got=self.gru)
+        if self.method is not None and self.method not in CALIBRATION_METHODS:
+            raise UnknownChoiceError("--method", "unknown calibration method",
+                                     expected=list(CALIBRATION_METHODS), got=self.method)
+        if self.recurrent is not None and self.recurrent not in RECURRENT_CHOICES:
+            raise UnknownChoiceError("--recurrent", "unknown recurrent treatment",
+                                     expected=list(RECURRENT_CHOICES), got=self.recurrent)
+        for name, value in (("calibration_samples", self.calibration_samples), ("batch_size", self.batch_size),
+                            ("threads", self.threads)):
+            if not isinstance(value, int) or value < 1:
+                raise UsageError(name, "must be a positive integer", expected=">= 1", got=value)
+        if self.mode == "int8-static":
+            if not has_calibration:
+                raise UsageError("--calibration", "int8-static needs calibration data",
+                                 expected="an .npz of graph inputs or a run directory", got="nothing")
+        else:
+            if self.method is not None:
+                raise UsageError("--method", "a calibration method only applies to int8-static",
+                                 expected="no --method", got=f"{self.method} with {self.mode}")
+            if self.recurrent is not None:
+                raise UsageError("--recurrent", "only applies to int8-static",
+                                 expected="no --recurrent", got=f"{self.recurrent} with {self.mode}")
+        if self.mode == "fp16":
+            if self.keep_io_types is False and self.target == "cpu":
+                raise UsageError("--fp16-io", "float16 inputs/outputs need fp16 compute",
+                                 expected="--target gpu", got="--target cpu")
+            if self.per_channel:
+                raise UsageError("--per-channel", "per-channel scales only apply to int8 modes",
+                                 expected="int8-dynamic or int8-static", got=self.mode)
+        else:
+            if self.keep_io_types is not None:
+                raise UsageError("--keep-io-types", "only applies to fp16",
+                                 expected="no --keep-io-types/--fp16-io", got=f"set with {self.mode}")
+            if self.target == "gpu" and (self.mode == "int8-dynamic" or self.recurrent != "float"):
+                raise UnsupportedError(
+                    "--target", "int8 recurrent kernels (DynamicQuantizeLSTM, MatMulInteger) exist only on "
+                    "onnxruntime's CPU provider", expected="--target cpu, or int8-static with --recurrent float "
+                    "(QDQ, for TensorRT), or fp16", got=f"gpu with {self.mode}")
+        d = asdict(self)
+        if self.mode == "int8-static":
+            d["method"] = self.method or "minmax"
+            d["recurrent"] = self.recurrent or "int8-dynamic"
+        if self.mode == "fp16":
+            d["keep_io_types"] = True if self.keep_io_types is None else bool(self.keep_io_types)
+        return QuantizeOptions(**d)
+
+
+@dataclass
+class OutputError:
+    """Quantized vs float on one graph output."""
+
+    name: str
+    snr_db: float
+    max_abs: float
+    mean_abs: float
+
+
+@dataclass
+class QuantizeReport:
+    """What ``quantize`` did and how far the result is from the float model."""
+
+    input: str
+    output: str
+    options: dict[str, Any]
+    size_before: int
+    size_after: int
+    ops_before: dict[str, int]
+    ops_after: dict[str, int]
+    gru_rewritten: list[str] = field(default_factory=list)
+    kept_float: list[str] = field(default_factory=list)   # recurrent nodes left in float, and why
+    data_source: str | None = None                        # where the error was measured
+    samples: int = 0
+    errors: list[OutputError] = field(default_factory=list)
+    metric: dict[str, Any] | None = None                  # {"name", "float", "quantized", "delta"}
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def ratio(self) -> float:
+        return self.size_before / max(self.size_after, 1)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["ratio"] = self.ratio
+        return d
+
+    def lines(self) -> list[str]:
+        """Human-readable summary (the CLI prints these)."""
+        out = [f"{self.options['mode']}: {self.input} -> {self.output}",
+               f"size: {_mb(self.size_before)} -> {_mb(self.size_after)} ({self.ratio:.2f}x smaller)"]
+        if self.gru_rewritten:
+            out.append(f"GRU rewritten for int8 weights: {', '.join(self.gru_rewritten)}")
+        out += [f"kept float: {k}" for k in self.kept_float]
+        if self.errors:
+            out.append(f"error vs float on {self.data_source} ({self.samples} sequences):")
+            out += [f"  {e.name}: SQNR {e.snr_db:.1f} dB, max abs {e.max_abs:.3g}, mean abs {e.mean_abs:.3g}"
+                    for e in self.errors]
+        if self.metric:
+            m = self.metric
+            out.append(f"{m['name']}: float {m['float']:.4f}, quantized {m['quantized']:.4f} "
+                       f"(delta {m['delta']:+.4f})")
+        out += [f"note: {n}" for n in self.notes]
+        return out
+
+
+def _mb(n: int) -> str:
+    return f"{n / 1e6:.3f} MB" if n >= 1e5 else f"{n / 1e3:.1f} kB"
+
+
+# ============================================================================ loading
+def _load_model(path: Path):
+    import onnx
+
+    if not path.exists():
+        raise ModelFileError(str(path), "model file not found", expected="an existing .onnx file", got="no such file")
+    if path.is_dir():
+        raise ModelFileError(str(path), "model path is a directory", expected="an .onnx file", got="a directory")
+    try:
+        model = onnx.load(str(path))
+    except Exception as e:  # protobuf DecodeError and friends: not ONNX
+        raise ModelFileError(str(path), "not a readable ONNX model", expected="an ONNX protobuf",
+                             got=f"{type(e).__name__}: {e}") from None
+    if not model.graph.node:
+        raise ModelFileError(str(path), "ONNX model has no nodes", expected="a graph", got="an empty graph")
+    return model
+
+
+def _read_manifest(model, source: str) -> Manifest | None:
+    for p in model.metadata_props:
+        if p.key == MANIFEST_KEY:
+            return Manifest.from_json(p.value, source=source)
+    return None
+
+
+def _set_manifest(model, manifest: Manifest) -> None:
+    for p in model.metadata_props:
+        if p.key == MANIFEST_KEY:
+            p.value = manifest.to_json()
+            return
+    entry = model.metadata_props.add()
+    entry.key, entry.value = MANIFEST_KEY, manifest.to_json()
+
+
+def _op_counts(model) -> dict[str, int]:
+    c: Counter = Counter()
+
+    def walk(g):
+        for n in g.node:
+            c[n.op_type] += 1
+            for a in n.attribute:
+                if a.g is not None and a.g.node:
+                    walk(a.g)
+                for sg in a.graphs:
+                    walk(sg)
+    walk(model.graph)
+    return dict(sorted(c.items()))
+
+
+def _already_quantized(model, manifest: Manifest | None) -> str | None:
+    if manifest is not None and manifest.precision != "fp32":
+        return f"manifest precision {manifest.precision}"
+    ops = set(_op_counts(model))
+    hit = sorted(ops & QUANTIZED_OPS)
+    if hit:
+        return f"quantized ops {hit}"
+    from onnx import TensorProto
+
+    if any(t.data_type == TensorProto.FLOAT16 for t in model.graph.initializer):
+        return "float16 initializers"
+    return None
+
+
+# ============================================================================ data
+@dataclass
+class CalibrationData:
+    """Graph inputs (by graph input name) plus optional labels, all sharing the first axis."""
+
+    feeds: dict[str, np.ndarray]
+    labels: np.ndarray | None
+    source: str
+
+    def __len__(self) -> int:
+        return int(next(iter(self.feeds.values())).shape[0])
+
+    def batches(self, batch_size: int, limit: int) -> Iterator[dict[str, np.ndarray]]:
+        n = min(len(self), limit)
+        for i in range(0, n, batch_size):
+            yield {k: v[i:min(i + batch_size, n)] for k, v in self.feeds.items()}
+
+
+def _input_roles(sess_inputs) -> dict[str, str]:
+    """Map the npz aliases ``x`` / ``lengths`` to graph input names when the graph names differ."""
+    names = [i.name for i in sess_inputs]
+    roles = {}
+    floats3 = [i.name for i in sess_inputs if "float" in i.type and len(i.shape) == 3]
+    ints1 = [i.name for i in sess_inputs if "int" in i.type and len(i.shape) == 1]
+    if "x" not in names and len(floats3) >= 1:
+        # the data input is the first rank-3 float input that is not a state (states are [L*D, batch, H])
+        roles["x"] = floats3[0]
+    if "lengths" not in names and len(ints1) == 1:
+        roles["lengths"] = ints1[0]
+    return roles
+
+
+def load_calibration(path: str | os.PathLike, sess_inputs, manifest: Manifest | None) -> CalibrationData:
+    """Read an ``.npz`` keyed by graph input names (``x``/``lengths`` accepted as aliases; ``y``
+    holds labels) or a run directory (its held-out data, normalized as the manifest says)."""
+    p = Path(path)
+    if not p.exists():
+        raise DataError(str(p), "calibration data not found", expected="an .npz file or a run directory",
+                        got="no such path")
+    if p.is_dir():
+        return _load_run_dir(p, sess_inputs, manifest)
+    try:
+        with np.load(p, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except Exception as e:  # zipfile / pickle refusals / bad headers
+        raise DataError(str(p), "cannot read calibration data", expected="an .npz written by numpy.savez",
+                        got=f"{type(e).__name__}: {e}") from None
+    return _feeds_from_arrays(arrays, sess_inputs, source=p.name)
+
+
+def _feeds_from_arrays(arrays: dict[str, np.ndarray], sess_inputs, *, source: str) -> CalibrationData:
+    names = {i.name for i in sess_inputs}
+    roles = _input_roles(sess_inputs)
+    labels = arrays.pop("y", None) if "y" not in names else None
+    feeds: dict[str, np.ndarray] = {}
+    for k, v in arrays.items():
+        target = k if k in names else roles.get(k)
+        if target is None:
+            raise DataError(f"{source}:{k}", "array does not name a graph input",
+                            expected=sorted(names | set(roles) | {"y"}), got=k)
+        feeds[target] = v
+    if not feeds:
+        raise DataError(source, "no graph input in the calibration data", expected=sorted(names), got=sorted(arrays))
+    sizes = {k: v.shape[0] if v.ndim else None for k, v in feeds.items()}
+    n = next(iter(sizes.values()))
+    for k, s in sizes.items():
+        if s != n:
+            raise DataError(f"{source}:{k}", "arrays disagree on the number of sequences", expected=n, got=s)
+    if labels is not None and labels.shape[0] != n:
+        raise DataError(f"{source}:y", "labels disagree with the inputs on the number of sequences",
+                        expected=n, got=labels.shape[0])
+    # states ([layers*dirs, batch, H]) are batch-second: only inputs with a leading batch axis
+    # may be given; missing state inputs start at zeros, missing lengths mean full sequences.
+    return CalibrationData(feeds, labels, source)
+
+
+def _load_run_dir(p: Path, sess_inputs, manifest: Manifest | None) -> CalibrationData:
+    """The run's held-out (validation) split, loaded as training saw it, normalized for the graph."""
+    from edgelstm.checkpoint import read_run_config
+    from edgelstm.data import load_dataset
+
+    run = read_run_config(p)
+    if not run.dataset:
+        raise DataError(str(p), "run config names no data set to calibrate on", expected="a dataset in config.json",
+                        got=None)
+    bundle = load_dataset(run.dataset, seed=run.seed or 0)
+    split = bundle.val if len(bundle.val) else bundle.test
+    x = np.asarray(split.x)
+    norm = manifest.normalization if manifest is not None else None
+    if x.dtype.kind == "f":
+        if norm is not None:  # the graph takes normalized features (the runtime normalizes on the way in)
+            x = ((x - np.asarray(norm.mean, np.float32)) / np.asarray(norm.std, np.float32)).astype(np.float32)
+        x = x.astype(np.float32)
+    names = {i.name for i in sess_inputs}
+    arrays = {"x": x, "lengths": np.asarray(split.lengths)}
+    if "src" in names:  # seq2seq encoder
+        arrays = {"src": x, "src_lengths": np.asarray(split.lengths)}
+    elif bundle.task in ("regress", "forecast") and bundle.target_normalization is not None:
+        pass  # targets live in a normalized space the graph output may not share: no metric
+    elif bundle.task != "seq2seq":
+        arrays["y"] = np.asarray(split.y)
+    if not (set(arrays) - {"y"}) <= names | set(_input_roles(sess_inputs)):
+        raise UnsupportedError(str(p), "this graph cannot be fed from the run's data set",
+                               expected="a graph taking x/lengths or src/src_lengths", got=sorted(names))
+    return _feeds_from_arrays(arrays, sess_inputs, source=f"{p.name} ({run.dataset}, validation split)")
+
+
+def _complete_feed(batch: dict[str, np.ndarray], sess_inputs) -> dict[str, np.ndarray]:
+    """Cast to the graph's dtypes and fill missing state / lengths inputs."""
+    dt = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
+          "tensor(int32)": np.int32, "tensor(int64)": np.int64, "tensor(bool)": np.bool_}
+    n = next(iter(batch.values())).shape[0]
+    data = next((v for v in batch.values() if v.ndim == 3), None)
+    feed = {}
+    for i in sess_inputs:
+        want = dt.get(i.type)
+        if i.name in batch:
+            feed[i.name] = batch[i.name].astype(want, copy=False) if want else batch[i.name]
+            continue
+        shape = list(i.shape)
+        if len(shape) == 1 and "int" in i.type and data is not None:  # lengths: full sequences
+            feed[i.name] = np.full(n, data.shape[1], dtype=want)
+        elif len(shape) == 3 and isinstance(shape[0], int) and isinstance(shape[2], int) and "float" in i.type:
+            feed[i.name] = np.zeros((shape[0], n, shape[2]), dtype=want)  # initial state: zeros
+        else:
+            raise DataError(i.name, "graph input missing from the calibration data and cannot be defaulted",
+                            expected=f"an array named {i.name!r}", got="none")
+    return feed
+
+
+def _random_data(sess_inputs, manifest: Manifest | None, n: int = 64, t: int = 24,
+                 seed: int = 0) -> CalibrationData | None:
+    """Standard-normal sequences for evaluating a mode that needs no data (no labels)."""
+    rng = np.random.default_rng(seed)
+    roles = _input_roles(sess_inputs)
+    x_name = "x" if any(i.name == "x" for i in sess_inputs) else roles.get("x")
+    x_in = next((i for i in sess_inputs if i.name == x_name), None)
+    if x_in is None or not isinstance(x_in.shape[2], int) or "float" not in x_in.type:
+        return None
+    feeds = {x_name: rng.standard_normal((n, t, x_in.shape[2])).astype(np.float32)}
+    lens_name = "lengths" if any(i.name == "lengths" for i in sess_inputs) else roles.get("lengths")
+    if lens_name:
+        feeds[lens_name] = rng.integers(t // 2, t + 1, size=n)
+    return CalibrationData(feeds, None, "random N(0,1) inputs")
+
+
+class _Reader:
+    """onnxruntime CalibrationDataReader over :class:`CalibrationData`.
+
+    The histogram calibrators (entropy, percentile) stack every batch of a tensor into one array,
+    so all batches must have the same size: use the largest batch size that divides the count."""
+
+    def __init__(self, data: CalibrationData, sess_inputs, opts: QuantizeOptions):
+        n = min(len(data), opts.calibration_samples)
+        bs = opts.batch_size
+        if opts.method in ("entropy", "percentile"):
+            bs = max(b for b in range(1, min(bs, n) + 1) if n % b == 0)
+        self._it = (_complete_feed(b, sess_inputs) for b in data.batches(bs, n))
+
+    def get_next(self):
+        return next(self._it, None)
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        item = self.get_next()
+        if item is None:
+            raise StopIteration
+        return item
+
+
+# ============================================================================ evaluation
+def _session(model_bytes_or_path, threads: int, *, safe_fp16: bool = False):
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    if safe_fp16:
+        # a fully fp16 graph (meant for a GPU) on the CPU provider: ORT_ENABLE_ALL's CPU-only
+        # rewrites have crashed session setup on fp16 Transpose -> MatMul (onnxruntime 1.32)
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.log_severity_level = 3
+    return ort.InferenceSession(model_bytes_or_path, so, providers=["CPUExecutionProvider"])
+
+
+def _task_metric(task: str | None, out_ref: np.ndarray, out_q: np.ndarray, labels: np.ndarray,
+                 lengths: np.ndarray | None) -> dict[str, Any] | None:
+    """accuracy (classify / label, labels ignore padding -100 and steps past ``lengths``) or RMSE."""
+    if labels is None:
+        return None
+    if labels.dtype.kind in "iu":
+        if out_ref.ndim == 2 and labels.ndim == 1:
+            f = float(np.mean(out_ref.argmax(-1) == labels))
+            q = float(np.mean(out_q.argmax(-1) == labels))
+            return {"name": "accuracy", "float": f, "quantized": q, "delta": q - f}
+        if out_ref.ndim == 3 and labels.ndim == 2:
+            valid = labels != -100
+            if lengths is not None:
+                valid &= np.arange(labels.shape[1])[None, :] < lengths[:, None]
+            f = float(np.mean((out_ref.argmax(-1) == labels)[valid]))
+            q = float(np.mean((out_q.argmax(-1) == labels)[valid]))
+            return {"name": "accuracy (per step)", "float": f, "quantized": q, "delta": q - f}
+        return None
+    if labels.shape == out_ref.shape and task in (None, "regress", "forecast"):
+        valid = np.ones(labels.shape[:2], bool)
+        if lengths is not None and labels.ndim == 3:
+            valid = np.arange(labels.shape[1])[None, :] < lengths[:, None]
+        f = float(np.sqrt(np.mean(((out_ref - labels) ** 2)[valid])))
+        q = float(np.sqrt(np.mean(((out_q - labels) ** 2)[valid])))
+        return {"name": "rmse", "float": f, "quantized": q, "delta": q - f}
+    return None
+
+
+def evaluate(float_model, quant_path: str | os.PathLike, data: CalibrationData, opts: QuantizeOptions,
+             task: str | None = None) -> tuple[list[OutputError], dict | None, int]:
+    """Run both models on ``data`` (same threads) and compare every float output."""
+    from edgelstm.verify.stats import error_stats
+
+    ref_s = _session(float_model.SerializeToString(), opts.threads)
+    q_s = _session(str(quant_path), opts.threads, safe_fp16=opts.mode == "fp16" and opts.target == "gpu")
+    inputs = ref_s.get_inputs()
+    names = [o.name for o in ref_s.get_outputs()]
+    refs: dict[str, list] = {n: [] for n in names}
+    qs: dict[str, list] = {n: [] for n in names}
+    lengths = []
+    n_done = 0
+    lens_name = next((i.name for i in inputs if "int" in i.type and len(i.shape) == 1), None)
+    for batch in data.batches(opts.batch_size, opts.calibration_samples):
+        feed = _complete_feed(batch, inputs)
+        q_feed = _complete_feed(batch, q_s.get_inputs())
+        r_out = ref_s.run(names, feed)
+        q_out = q_s.run(names, q_feed)
+        for n, r, q in zip(names, r_out, q_out):
+            # states are [L*D, batch, H]: concatenate on the batch axis
+            axis = 1 if (len(r.shape) == 3 and n in _state_outputs(ref_s)) else 0
+            refs[n].append((axis, r))
+            qs[n].append((axis, q.astype(np.float32)))
+        if lens_name:
+            lengths.append(feed[lens_name])
+        n_done += next(iter(batch.values())).shape[0]
+    errors, cat = [], {}
+    for n in names:
+        if not refs[n] or refs[n][0][1].dtype.kind != "f":
+            continue
+        axis = refs[n][0][0]
+        r = np.concatenate([a for _, a in refs[n]], axis=axis)
+        q = np.concatenate([a for _, a in qs[n]], axis=axis)
+        cat[n] = (r, q)
+        s = error_stats(r, q, name=n)
+        errors.append(OutputError(n, round(s.snr_db, 2), s.max_abs, s.mean_abs))
+    metric = None
+    if data.labels is not None and names:
+        main = names[0]
+        labels = data.labels[:n_done]
+        metric = _task_metric(task, cat[main][0], cat[main][1], labels,
+                              np.concatenate(lengths) if lengths else None)
+    return errors, metric, n_done
+
+
+def _state_outputs(sess) -> set[str]:
+    ins = {i.name for i in sess.get_inputs()}
+    outs = {o.name for o in sess.get_outputs()}
+    return {o for o in outs if o.endswith("_out") and o[:-4] + "_in" in ins}
+
+
+# ============================================================================ the modes
+def _recurrent_nodes(model) -> list:
+    return [n for n in model.graph.node if n.op_type in RECURRENT_OPS and n.domain in ("", "ai.onnx")]
+
+
+def _name_nodes(model) -> None:
+    """The quantizers select nodes by name: give every unnamed node one."""
+    taken = {n.name for n in model.graph.node if n.name}
+    for i, n in enumerate(model.graph.node):
+        if not n.name:
+            name = f"{n.op_type}_{i}"
+            while name in taken:
+                name += "_"
+            n.name = name
+            taken.add(name)
+
+
+def _subgraph_node_names(node) -> list[str]:
+    out = []
+    for a in node.attribute:
+        if a.g is not None:
+            out += [n.name for n in a.g.node if n.op_type == "MatMul"]
+    return out
+
+
+def _prepare_int8(model, opts: QuantizeOptions, report: QuantizeReport):
+    """GRU rewrite and the list of recurrent node names (to quantize dynamically)."""
+    from edgelstm.exporters.gru_int8 import decompose_gru
+
+    _name_nodes(model)
+    for n in _recurrent_nodes(model):
+        if n.op_type == "RNN":
+            report.kept_float.append(f"{n.name} (RNN: onnxruntime has no int8 RNN; weights stay float32)")
+    before = {n.name for n in model.graph.node}
+    if opts.gru == "int8":
+        model, rewrites = decompose_gru(model)
+        report.gru_rewritten = [r.node for r in rewrites]
+    else:
+        report.kept_float += [f"{n.name} (GRU: --gru float)" for n in _recurrent_nodes(model) if n.op_type == "GRU"]
+    new_nodes = [n for n in model.graph.node if n.name not in before]
+    recurrent_names = [n.name for n in model.graph.node if n.op_type == "LSTM"]
+    recurrent_names += [n.name for n in new_nodes if n.op_type == "MatMul"]
+    for n in new_nodes:
+        if n.op_type == "Scan":
+            recurrent_names.append(n.name)
+            recurrent_names += _subgraph_node_names(n)
+    return model, recurrent_names, [n.name for n in new_nodes]
+
+
+class _quiet_root_logger:
+    """onnxruntime.quantization logs advice through the root logger ("consider pre-processing",
+    "check if the model is already quantized" on our second, recurrent-only pass); keep it out
+    of the user's output unless they asked for debug logs."""
+
+    def __enter__(self):
+        self.root = logging.getLogger()
+        self.level = self.root.level
+        if not log.isEnabledFor(logging.DEBUG):
+            self.root.setLevel(logging.ERROR)
+
+    def __exit__(self, *exc):
+        self.root.setLevel(self.level)
+
+
+class _LogWriter(io.TextIOBase):
+    def write(self, text: str) -> int:
+        if text.strip():
+            log.debug("onnxruntime: %s", text.strip())
+        return len(text)
+
+
+def _weight_type():
+    from onnxruntime.quantization import QuantType
+    return QuantType.QInt8
+
+
+def _run_dynamic(src: Path, dst: Path, opts: QuantizeOptions, nodes: list[str] | None) -> None:
+    from onnxruntime.quantization import quantize_dynamic
+
+    extra = {"EnableSubgraph": True, "MatMulConstBOnly": True}
+    kw = {}
+    if nodes is not None:
+        kw = {"nodes_to_quantize": nodes, "op_types_to_quantize": ["LSTM", "MatMul"]}
+    with _quiet_root_logger():
+        quantize_dynamic(str(src), str(dst), per_channel=opts.per_channel, weight_type=_weight_type(),
+                         extra_options=extra, **kw)
+
+
+def _run_static(src: Path, dst: Path, opts: QuantizeOptions, data: CalibrationData, exclude: list[str],
+                sess_inputs) -> None:
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType
+    from onnxruntime.quantization import quantize_static as _quantize_static
+
+    method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+              "percentile": CalibrationMethod.Percentile}[opts.method]
+    with _quiet_root_logger(), contextlib.redirect_stdout(_LogWriter()):  # the calibrators print()
+        _quantize_static(
+            str(src), str(dst), _Reader(data, sess_inputs, opts), quant_format=QuantFormat.QDQ,
+            op_types_to_quantize=STATIC_OP_TYPES, per_channel=opts.per_channel,
+            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,  # U8S8: the CPU provider's fast path
+            nodes_to_exclude=exclude, calibrate_method=method,
+            extra_options={"MatMulConstBOnly": True, "CalibTensorRangeSymmetric": False},
+            calibration_providers=["CPUExecutionProvider"],
+        )
+
+
+def _fp16(model, opts: QuantizeOptions, report: QuantizeReport):
+    if opts.target == "cpu":
+        return _fp16_storage(model, report)
+    from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST, convert_float_to_float16
+
+    out = convert_float_to_float16(model, keep_io_types=opts.keep_io_types, op_block_list=list(DEFAULT_OP_BLOCK_LIST))
+    _toposort(out.graph)  # the converter appends its boundary Casts after their consumers
+    return out
+
+
+FP16_MAX = 65504.0
+
+
+def _fp16_storage(model, report: QuantizeReport):
+    """fp16 for CPU targets: every float32 initializer is stored as float16 and read through a
+    ``Cast`` to float32, which onnxruntime constant-folds at load. The file halves; compute stays
+    fp32 everywhere. onnxruntime's CPU provider has no fp16 LSTM/GRU/RNN kernels and only some
+    fp16 kernels elsewhere (a fully converted graph can even crash its session setup: seen with a
+    fp16 Transpose -> MatMul head at ORT_ENABLE_ALL), so this is the robust CPU form."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    g = model.graph
+    casts, keep = [], []
+    taken = {t.name for t in g.initializer} | {o for n in g.node for o in n.output}
+    for t in g.initializer:
+        if t.data_type != TensorProto.FLOAT:
+            keep.append(t)
+            continue
+        arr = numpy_helper.to_array(t)
+        if np.any(np.abs(arr) > FP16_MAX):
+            raise UnsupportedError(t.name, "weight outside the float16 range", expected=f"|w| <= {FP16_MAX}",
+                                   got=float(np.abs(arr).max()))
+        name = f"{t.name}__fp16"
+        while name in taken:
+            name += "_"
+        taken.add(name)
+        keep.append(numpy_helper.from_array(arr.astype(np.float16), name))
+        casts.append(helper.make_node("Cast", [name], [t.name], to=TensorProto.FLOAT, name=f"{name}_to_fp32"))
+    del g.initializer[:]
+    g.initializer.extend(keep)
+    nodes = casts + list(g.node)
+    del g.node[:]
+    g.node.extend(nodes)
+    onnx.checker.check_model(model)
+    kept = [n.name or n.op_type for n in _recurrent_nodes(model)]
+    report.kept_float.append(
+        "all compute (--target cpu): weights are stored fp16 and cast to fp32 at load; onnxruntime's CPU "
+        "provider has no fp16 LSTM/GRU/RNN kernels" + (f" (recurrent: {', '.join(kept)})" if kept else ""))
+    return model
+
+
+def _toposort(graph) -> None:
+    """Reorder ``graph.node`` so every node comes after the producers of its inputs (stable)."""
+    import onnx
+
+    produced_by = {o: i for i, n in enumerate(graph.node) for o in n.output if o}
+
+    def deps(n) -> set[int]:
+        names = set(n.input)
+        for a in n.attribute:  # subgraphs may read outer-scope values
+            if a.type == onnx.AttributeProto.GRAPH:
+                names |= {x for sn in a.g.node for x in sn.input}
+        return {produced_by[x] for x in names if x in produced_by}
+
+    nodes = list(graph.node)
+    dep = [deps(n) for n in nodes]
+    done: set[int] = set()
+    order: list[int] = []
+    while len(order) < len(nodes):
+        progressed = False
+        for i in range(len(nodes)):
+            if i not in done and dep[i] <= done | {i}:
+                done.add(i)
+                order.append(i)
+                progressed = True
+        if not progressed:
+            raise UnsupportedError("graph", "cycle in the node graph after conversion", expected="a DAG",
+                                   got=f"{len(nodes) - len(order)} nodes left")
+    sorted_nodes = [nodes[i] for i in order]
+    del graph.node[:]
+    graph.node.extend(sorted_nodes)
+
+
+# ============================================================================ public entry point
+def quantize(model_path: str | os.PathLike, output_path: str | os.PathLike,
+             mode: str | QuantizeOptions = "int8-dynamic",
+             *, calibration: str | os.PathLike | None = None, per_channel: bool = False, method: str | None = None,
+             target: str = "cpu", keep_io_types: bool | None = None, recurrent: str | None = None,
+             gru: str = "int8", calibration_samples: int = 512, threads: int = 1, evaluate_error: bool = True,
+             overwrite: bool = True) -> QuantizeReport:
+    """Quantize ``model_path`` into ``output_path`` and measure the error against the float model.
+
+    ``mode`` is a mode name or a full :class:`QuantizeOptions` (then the keyword options are not
+    used). Errors: :class:`UnknownChoiceError` / :class:`UsageError` for bad options (raised before
+    anything is read), :class:`ModelFileError` for a missing or non-ONNX input,
+    :class:`DataError` for unreadable calibration data, :class:`UnsupportedError` for a model the
+    mode cannot take (already quantized, GRU options the rewrite cannot keep...).
+    """
+    if isinstance(mode, QuantizeOptions):
+        opts = mode
+    else:
+        opts = QuantizeOptions(mode=mode, per_channel=per_channel, method=method, target=target,
+                               keep_io_types=keep_io_types, recurrent=recurrent, gru=gru,
+                               calibration_samples=calibration_samples, threads=threads)
+    opts = opts.validate(has_calibration=calibration is not None)
+    src, dst = Path(model_path), Path(output_path)
+    if dst.suffix.lower() != ".onnx":
+        raise UsageError("-o", "output must be an .onnx file", expected="a path ending in .onnx", got=str(dst))
+    if src.exists() and dst.exists() and src.resolve() == dst.resolve():
+        raise UsageError("-o", "output would overwrite the input model", expected="a different path", got=str(dst))
+    if dst.exists() and not overwrite:
+        raise UsageError(str(dst), "output exists", expected="a new path or --overwrite", got="an existing file")
+    if calibration is not None and not Path(calibration).exists():
+        raise DataError(str(calibration), "calibration data not found", expected="an .npz file or a run directory",
+                        got="no such path")
+
+    import onnx
+
+    model = _load_model(src)
+    manifest = _read_manifest(model, str(src))
+    why = _already_quantized(model, manifest)
+    if why:
+        raise UnsupportedError(str(src), "model is already quantized", expected="an fp32 model", got=why)
+    float_model = onnx.ModelProto()
+    float_model.CopyFrom(model)
+    sess_inputs = _session(float_model.SerializeToString(), opts.threads).get_inputs()
+    data = load_calibration(calibration, sess_inputs, manifest) if calibration is not None else None
+    if data is not None and len(data) == 0:
+        raise DataError(str(calibration), "calibration data holds no sequences", expected=">= 1", got=0)
+
+    report = QuantizeReport(input=str(src), output=str(dst), options=asdict(opts),
+                            size_before=src.stat().st_size, size_after=0, ops_before=_op_counts(model), ops_after={})
+    with tempfile.TemporaryDirectory(prefix="edgelstm-quant-") as tmp:
+        stage = Path(tmp) / "stage.onnx"
+        result = Path(tmp) / "result.onnx"
+        if opts.mode == "fp16":
+            onnx.save(_fp16(model, opts, report), str(result))
+        else:
+            if opts.mode == "int8-static" and opts.recurrent == "float":
+                opts_gru = QuantizeOptions(**{**asdict(opts), "gru": "float"})
+                model, recurrent_names, new_nodes = _prepare_int8(model, opts_gru, report)
+                report.kept_float += [f"{n.name} (LSTM: --recurrent float)" for n in _recurrent_nodes(model)
+                                      if n.op_type == "LSTM"]
+            else:
+                model, recurrent_names, new_nodes = _prepare_int8(model, opts, report)
+            onnx.save(model, str(stage))
+            if opts.mode == "int8-dynamic":
+                _run_dynamic(stage, result, opts, None)
+            else:
+                static_out = Path(tmp) / "static.onnx"
+                # every node of the GRU rewrite and every recurrent node stays out of QDQ
+                exclude = sorted(set(new_nodes) | {n.name for n in _recurrent_nodes(model)})
+                _run_static(stage, static_out if opts.recurrent == "int8-dynamic" else result, opts, data,
+                            exclude, sess_inputs)
+                if opts.recurrent == "int8-dynamic":
+                    if recurrent_names:
+                        _run_dynamic(static_out, result, opts, recurrent_names)
+                    else:
+                        os.replace(static_out, result)
+        out_model = onnx.load(str(result))
+        _finish_manifest(out_model, manifest, opts, report, data)
+        report.ops_after = _op_counts(out_model)
+        # the file to evaluate must be the file we ship: write it, evaluate, then publish
+        final = Path(tmp) / "final.onnx"
+        onnx.save(out_model, str(final))
+        try:
+            onnx.checker.check_model(str(final))
+        except onnx.checker.ValidationError as e:
+            raise UnsupportedError(str(src), f"{opts.mode} produced an invalid model", expected="a valid ONNX model",
+                                   got=str(e).splitlines()[0]) from None
+        if evaluate_error:
+            eval_data = data if data is not None else _random_data(sess_inputs, manifest)
+            if eval_data is None:
+                report.notes.append("no data to measure the error on (pass --calibration DATA.npz)")
+            else:
+                report.data_source = eval_data.source
+                if opts.mode == "fp16" and opts.target == "gpu":
+                    report.notes.append("error measured on the CPU provider (fp16 kernels differ on GPU)")
+                report.errors, report.metric, report.samples = evaluate(
+                    float_model, final, eval_data, opts, task=manifest.task if manifest else None)
+        with atomic_path(dst) as out_tmp:  # temp name beside dst, renamed onto it on success
+            shutil.copyfile(final, out_tmp)
+        report.size_after = dst.stat().st_size
+    log.info("quantized %s -> %s (%s)", src, dst, opts.mode)
+    return report
+
+
+def _finish_manifest(out_model, manifest: Manifest | None, opts: QuantizeOptions, report: QuantizeReport,
+                     data: CalibrationData | None) -> None:
+    if manifest is None:
+        report.notes.append("input has no edgelstm manifest; the output has none either")
+        return
+    m = Manifest.from_json(manifest.to_json())
+    m.precision = opts.mode
+    for imp in out_model.opset_import:
+        if imp.domain in ("", "ai.onnx"):
+            m.opset = imp.version
+    if opts.mode == "fp16" and not opts.keep_io_types:
+        for spec in list(m.inputs) + list(m.outputs):
+            if spec.dtype == "float32":
+                spec.dtype = "float16"
+        for s in m.states:
+            if s.dtype == "float32":
+                s.dtype = "float16"
+    info = {k: v for k, v in asdict(opts).items() if v is not None and k not in ("batch_size", "threads")}
+    info["gru_rewritten"] = report.gru_rewritten
+    info["kept_float"] = report.kept_float
+    if data is not None:
+        info["calibration"] = {"source": data.source, "samples": min(len(data), opts.calibration_samples)}
+    import onnxruntime
+
+    m.extra = {**m.extra, "quantization": info}
+    m.producer = {**m.producer, "onnxruntime": onnxruntime.__version__}
+    _set_manifest(out_model, m)
+
+
+__all__ = ["MODES", "CALIBRATION_METHODS", "TARGETS", "QuantizeOptions", "QuantizeReport", "OutputError",
+           "CalibrationData", "load_calibration", "evaluate", "quantize"]

@@ -1,0 +1,143 @@
+"""Graph input specifications: ``NAME:DTYPE[DIM,...]`` as given to ``edgelstm export --input``.
+
+Standard library and NumPy only. A dim is an integer (fixed) or a name (a dynamic axis). The
+names ``batch`` and ``time`` are the usual ones; any other name is a dynamic axis too (for
+example ``src_time``). The export checks feed sizes other than the example's on every named
+axis, so a graph that froze one is caught.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from edgelstm.errors import UsageError
+
+#: dtypes accepted in ``--input`` (numpy names) and their common aliases.
+DTYPES: dict[str, str] = {
+    "float32": "float32", "float": "float32", "f32": "float32",
+    "float16": "float16", "half": "float16", "f16": "float16",
+    "float64": "float64", "double": "float64", "f64": "float64",
+    "int64": "int64", "long": "int64", "i64": "int64",
+    "int32": "int32", "int": "int32", "i32": "int32",
+    "bool": "bool",
+}
+
+#: Example size of each named axis when the graph is traced. Odd, distinct, small.
+EXAMPLE_SIZES = {"batch": 2}
+EXAMPLE_SIZE_DEFAULT = 6  # every other named axis (time-like)
+
+_SPEC_RE = re.compile(r"^\s*(?P<name>[A-Za-z_][A-Za-z0-9_.]*)\s*:\s*(?P<dtype>[A-Za-z0-9]+)\s*"
+                      r"\[(?P<dims>[^\]]*)\]\s*$")
+_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """One graph input: name, numpy dtype name and dims (``int`` fixed, ``str`` dynamic)."""
+
+    name: str
+    dtype: str
+    dims: tuple[Any, ...] = field(default_factory=tuple)
+
+    @property
+    def dynamic_axes(self) -> dict[int, str]:
+        return {i: d for i, d in enumerate(self.dims) if isinstance(d, str)}
+
+    def shape_for(self, sizes: dict[str, int]) -> tuple[int, ...]:
+        """Concrete shape with each named axis taken from ``sizes``."""
+        return tuple(sizes[d] if isinstance(d, str) else d for d in self.dims)
+
+    def text(self) -> str:
+        return f"{self.name}:{self.dtype}[{','.join(str(d) for d in self.dims)}]"
+
+
+def parse_input_spec(text: str) -> InputSpec:
+    """Parse ``NAME:DTYPE[DIM,...]``, e.g. ``x:float32[batch,time,8]``."""
+    m = _SPEC_RE.match(text)
+    if m is None:
+        raise UsageError(f"--input {text!r}", "malformed input specification",
+                         expected="NAME:DTYPE[DIM,...] such as x:float32[batch,time,8]", got=text)
+    dtype = DTYPES.get(m["dtype"].lower())
+    if dtype is None:
+        raise UsageError(f"--input {text!r}", "unknown dtype",
+                         expected=sorted(set(DTYPES.values())), got=m["dtype"])
+    dims: list[Any] = []
+    raw = m["dims"].strip()
+    for part in ([] if raw == "" else raw.split(",")):
+        part = part.strip()
+        if re.fullmatch(r"\d+", part):
+            value = int(part)
+            if value <= 0:
+                raise UsageError(f"--input {text!r}", "a fixed dim must be positive", expected="an integer >= 1",
+                                 got=part)
+            dims.append(value)
+        elif _NAME_RE.match(part):
+            dims.append(part)
+        else:
+            raise UsageError(f"--input {text!r}", "malformed dim",
+                             expected="a positive integer or a name such as batch or time", got=part or "(empty)")
+    return InputSpec(m["name"], dtype, tuple(dims))
+
+
+def check_specs(specs: list[InputSpec]) -> None:
+    """Names unique; at least one input."""
+    if not specs:
+        raise UsageError("--input", "no input given", expected="at least one NAME:DTYPE[DIM,...]", got="none")
+    seen: set[str] = set()
+    for s in specs:
+        if s.name in seen:
+            raise UsageError(f"--input {s.name}", "input name given twice", expected="unique names", got=s.name)
+        seen.add(s.name)
+
+
+def axis_names(specs: list[InputSpec]) -> list[str]:
+    names: list[str] = []
+    for s in specs:
+        for d in s.dims:
+            if isinstance(d, str) and d not in names:
+                names.append(d)
+    return names
+
+
+def example_sizes(specs: list[InputSpec]) -> dict[str, int]:
+    return {n: EXAMPLE_SIZES.get(n, EXAMPLE_SIZE_DEFAULT) for n in axis_names(specs)}
+
+
+def time_axis_of(specs: list[InputSpec], lengths_input: str | None) -> str | None:
+    """The axis a lengths input counts along: the first named axis other than ``batch``."""
+    for s in specs:
+        if s.name == lengths_input:
+            continue
+        for d in s.dims:
+            if isinstance(d, str) and d != "batch":
+                return d
+    return None
+
+
+def make_inputs(specs: list[InputSpec], sizes: dict[str, int], *, rng: np.random.Generator,
+                lengths_input: str | None = None, int_high: int = 2) -> dict[str, np.ndarray]:
+    """Random inputs of the given sizes.
+
+    Floats are standard normal. The lengths input (if any) holds valid lengths in
+    ``[1, time]`` with at least one full-length sequence. Other integers lie in ``[0, int_high)``
+    (safe indices for any embedding table).
+    """
+    out: dict[str, np.ndarray] = {}
+    time = sizes.get(time_axis_of(specs, lengths_input) or "", 1)
+    for s in specs:
+        shape = s.shape_for(sizes)
+        if s.name == lengths_input:
+            v = rng.integers(1, time + 1, size=shape)
+            if v.size:
+                v.flat[0] = time
+            out[s.name] = v.astype(s.dtype)
+        elif s.dtype.startswith("float"):
+            out[s.name] = rng.standard_normal(shape).astype(s.dtype)
+        elif s.dtype == "bool":
+            out[s.name] = rng.integers(0, 2, size=shape).astype(bool)
+        else:
+            out[s.name] = rng.integers(0, int_high, size=shape).astype(s.dtype)
+    return out

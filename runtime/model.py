@@ -1,0 +1,581 @@
+"""Loading and running one exported recurrent model (torch-free: numpy + onnxruntime + stdlib).
+
+The loaded :class:`Model` is shared and immutable; each :class:`~edgelstm.runtime.stream.Stream`
+owns its recurrent state. ``Model.run`` is safe to call from several threads at once
+(``InferenceSession.run`` is).
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, NamedTuple, Sequence
+
+import numpy as np
+import onnxruntime as ort
+
+from edgelstm.errors import InputError, ManifestError, ModelFileError, UsageError
+from edgelstm.manifest import MANIFEST_KEY, Manifest
+from edgelstm.runtime.integrity import DIGEST_KEY, WireError, graph_digest, scan_model
+from edgelstm.runtime.providers import CPU, CUDA, TRT, ProviderPlan, ort_type_to_dtype, plan_providers
+
+log = logging.getLogger("edgelstm.runtime")
+
+NAN_MODES = ("raise", "pass")
+
+
+# ---------------------------------------------------------------------------------------- specs
+@dataclass(frozen=True)
+class IOSpec:
+    """One graph input or output as the session reports it."""
+
+    name: str
+    dtype: np.dtype
+    shape: tuple  # int for fixed dims, str / None for symbolic ones
+
+    @property
+    def rank(self) -> int:
+        return len(self.shape)
+
+    def fixed(self, axis: int) -> int | None:
+        d = self.shape[axis]
+        return d if isinstance(d, int) and d > 0 else None
+
+
+@dataclass(frozen=True)
+class StatePair:
+    """Graph input ``input`` is fed from graph output ``output`` of the previous call."""
+
+    input: str
+    output: str
+    spec: IOSpec  # of the input
+
+    @property
+    def size(self) -> tuple[int | None, int | None]:
+        """(layers*directions, hidden) where fixed."""
+        return self.spec.fixed(0), self.spec.fixed(-1)
+
+
+class NodePlacement(NamedTuple):
+    name: str       # node name ("" for unnamed nodes)
+    op_type: str
+    provider: str   # e.g. "CPUExecutionProvider"
+
+
+def _io_specs(args) -> list[IOSpec]:
+    out = []
+    for a in args:
+        dt = ort_type_to_dtype(a.type)
+        out.append(IOSpec(a.name, np.dtype(dt) if dt != "str" else np.dtype(object), tuple(a.shape)))
+    return out
+
+
+# ---------------------------------------------------------------------------------------- result
+class RunResult:
+    """Outputs of one call. ``outputs`` maps output name -> array (state outputs excluded);
+    ``state`` maps state *input* name -> final state (feed it back as ``state=``);
+    ``labels`` decodes classifier outputs with the manifest's class names (None without them).
+    ``state`` and ``labels`` are computed on first access, so a streaming step pays nothing for them.
+    """
+
+    __slots__ = ("outputs", "_state_src", "_state", "_label_names", "_label_output", "_labels", "_lengths")
+
+    def __init__(self, outputs: dict[str, np.ndarray], state_src: dict[str, Any] | None,
+                 label_names: Sequence[str] | None, label_output: str | None, lengths=None):
+        self.outputs = outputs
+        self._state_src = state_src
+        self._state: dict[str, np.ndarray] | None = None
+        self._label_names = label_names
+        self._label_output = label_output
+        self._labels = None
+        self._lengths = lengths
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return self.outputs[name]
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.outputs
+
+    def __repr__(self) -> str:
+        shapes = {k: v.shape for k, v in self.outputs.items()}
+        return f"RunResult(outputs={shapes}, state={list(self._state_src or [])})"
+
+    @property
+    def state(self) -> dict[str, np.ndarray]:
+        if self._state_src is None:
+            raise UsageError("state", "a stream step result does not hold the state (the stream reuses its "
+                             "buffers)", expected="stream.state", got="result.state")
+        if self._state is None:
+            self._state = {k: (v.numpy() if isinstance(v, ort.OrtValue) else v) for k, v in self._state_src.items()}
+        return self._state
+
+    @property
+    def predictions(self) -> np.ndarray | None:
+        """Arg-max class index per sequence (``[batch]``) or per step (``[batch, time]``)."""
+        if self._label_output is None:
+            return None
+        return np.argmax(self.outputs[self._label_output], axis=-1)
+
+    @property
+    def labels(self) -> list | None:
+        """Class names: one per sequence for ``logits [b, K]``; a list per sequence (valid steps
+        only) for ``y [b, t, K]``. None when the manifest has no labels."""
+        if self._labels is None and self._label_names is not None and self._label_output is not None:
+            idx = self.predictions
+            names = self._label_names
+            if idx.ndim == 1:
+                self._labels = [names[i] for i in idx]
+            else:
+                lens = self._lengths if self._lengths is not None else [idx.shape[1]] * idx.shape[0]
+                self._labels = [[names[i] for i in row[:n]] for row, n in zip(idx, lens)]
+        return self._labels
+
+    def to_dict(self) -> dict:
+        """JSON-ready: outputs and state as nested lists, labels where known."""
+        d: dict[str, Any] = {"outputs": {k: v.tolist() for k, v in self.outputs.items()},
+                             "state": {k: v.tolist() for k, v in (self.state if self._state_src is not None
+                                                                   else {}).items()}}
+        if self.labels is not None:
+            d["labels"] = self.labels
+        return d
+
+
+# ---------------------------------------------------------------------------------------- loading
+def read_model_file(path: str | os.PathLike) -> tuple[Path, bytes]:
+    """Read and structurally check an ONNX file; raise :class:`ModelFileError` if it is not one."""
+    p = Path(path)
+    if not p.exists():
+        raise ModelFileError(str(p), "model file not found", expected="an existing .onnx file", got="no such file")
+    if p.is_dir():
+        raise ModelFileError(str(p), "model path is a directory", expected="an .onnx file", got="a directory")
+    data = p.read_bytes()
+    if not data:
+        raise ModelFileError(str(p), "model file is empty", expected="an ONNX protobuf", got="0 bytes")
+    try:
+        scan_model(data)
+    except WireError as e:
+        kind = "truncated or corrupt" if "more bytes than the file has" in str(e) or "past the end" in str(e) \
+            else "not an ONNX model"
+        raise ModelFileError(str(p), f"model file is {kind}", expected="an ONNX ModelProto",
+                             got=f"{e} ({len(data)} bytes)") from None
+    return p, data
+
+
+def session_options(threads: int | None = None, *, inter_threads: int | None = None,
+                    optimization: str = "all", record_placement: bool = True,
+                    profile_prefix: str | None = None) -> ort.SessionOptions:
+    so = ort.SessionOptions()
+    if threads is not None:
+        if threads < 0:
+            raise UsageError("threads", "thread count must be >= 0 (0 = onnxruntime's default)",
+                             expected=">= 0", got=threads)
+        so.intra_op_num_threads = threads
+    if inter_threads is not None:
+        so.inter_op_num_threads = inter_threads
+    levels = {"none": ort.GraphOptimizationLevel.ORT_DISABLE_ALL, "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+              "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED, "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL}
+    if optimization not in levels:
+        raise UsageError("optimization", "unknown graph optimization level", expected=list(levels), got=optimization)
+    so.graph_optimization_level = levels[optimization]
+    so.log_severity_level = 3  # errors only: onnxruntime warnings go through our own checks
+    if record_placement:
+        so.add_session_config_entry("session.record_ep_graph_assignment_info", "1")
+    if profile_prefix:
+        so.enable_profiling = True
+        so.profile_file_prefix = profile_prefix
+    return so
+
+
+def create_session(path: Path, plan: ProviderPlan, so: ort.SessionOptions) -> ort.InferenceSession:
+    try:
+        return ort.InferenceSession(str(path), so, providers=plan.providers, provider_options=plan.options)
+    except Exception as e:  # onnxruntime raises its own exception types (InvalidProtobuf, Fail, ...)
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ModelFileError(str(path), "onnxruntime cannot load this model", expected="a valid ONNX model",
+                             got=first[:400]) from None
+
+
+def read_manifest(session: ort.InferenceSession, source: str) -> Manifest | None:
+    meta = session.get_modelmeta().custom_metadata_map
+    text = meta.get(MANIFEST_KEY)
+    if text is None:
+        return None
+    return Manifest.from_json(text, source=f"{source} manifest")
+
+
+# ---------------------------------------------------------------------------------------- model
+class Model:
+    """A loaded model: use :meth:`run` for whole sequences, :meth:`stream` for step-by-step input.
+
+    Attributes: ``manifest`` (None for a bare ONNX file), ``inputs`` / ``outputs``
+    (:class:`IOSpec` lists), ``providers`` (those onnxruntime actually uses), ``states``
+    (:class:`StatePair` list), ``x_name``, ``lengths_name``, ``labels``, ``streamable``.
+    """
+
+    def __init__(self, path: Path, data: bytes, *, device: str | Sequence[str] = "auto",
+                 threads: int | None = None, fallback: bool = True,
+                 provider_options: dict[str, dict[str, Any]] | None = None, nan: str = "raise",
+                 optimization: str = "all"):
+        if nan not in NAN_MODES:
+            raise UsageError("nan", "unknown NaN/Inf policy", expected=list(NAN_MODES), got=nan)
+        self.path = path
+        self.nan = nan
+        self.threads = threads
+        self._plan = plan_providers(device, fallback=fallback, provider_options=provider_options)
+        self._so_args = dict(threads=threads, optimization=optimization)
+        self.session = create_session(path, self._plan, session_options(threads, optimization=optimization))
+        self.providers: list[str] = list(self.session.get_providers())
+        self._check_active_provider(fallback)
+        self.inputs = _io_specs(self.session.get_inputs())
+        self.outputs = _io_specs(self.session.get_outputs())
+        self._in = {s.name: s for s in self.inputs}
+        self._out = {s.name: s for s in self.outputs}
+        self.manifest = read_manifest(self.session, str(path))
+        if self.manifest is not None:
+            self._check_digest(data)
+            self._from_manifest(self.manifest)
+        else:
+            self._infer_layout()
+        self._placement: list[NodePlacement] | None = None
+        # device-resident state when a GPU provider runs the graph
+        self.state_device = "cuda" if self.providers[0] in (CUDA, TRT) else "cpu"
+
+    # -------------------------------------------------------------- construction helpers
+    def _check_active_provider(self, fallback: bool) -> None:
+        primary = self._plan.primary
+        if primary != CPU and primary in self._plan.providers and primary not in self.providers:
+            if not fallback:
+                raise _unavailable(primary, self.providers, "could not be initialised (missing libraries?)")
+            log.warning("%s could not be initialised; running on %s", primary, self.providers)
+
+    def _check_digest(self, data: bytes) -> None:
+        want = self.manifest.extra.get(DIGEST_KEY)
+        if want and graph_digest(data) != want:
+            raise ModelFileError(str(self.path), "model bytes do not match the manifest's graph digest "
+                                 "(tampered or edited after export)", expected=want, got=graph_digest(data))
+
+    def _from_manifest(self, m: Manifest) -> None:
+        src = f"{self.path} manifest"
+        graph_in, graph_out = set(self._in), set(self._out)
+        man_in, man_out = {t.name for t in m.inputs}, {t.name for t in m.outputs}
+        if graph_in != man_in:
+            raise ManifestError(src, "manifest inputs disagree with the graph",
+                                expected=f"graph inputs {sorted(graph_in)}", got=sorted(man_in))
+        if not man_out <= graph_out:
+            raise ManifestError(src, "manifest outputs are not all in the graph",
+                                expected=f"a subset of {sorted(graph_out)}", got=sorted(man_out))
+        for t in list(m.inputs) + list(m.outputs):
+            g = self._in.get(t.name) or self._out[t.name]
+            if np.dtype(t.dtype) != g.dtype:
+                raise ManifestError(src, f"dtype of {t.name!r} disagrees with the graph",
+                                    expected=str(g.dtype), got=t.dtype)
+            if len(t.shape) != g.rank:
+                raise ManifestError(src, f"rank of {t.name!r} disagrees with the graph",
+                                    expected=f"{g.rank} ({list(g.shape)})", got=f"{len(t.shape)} ({t.shape})")
+            for axis, (md, gd) in enumerate(zip(t.shape, g.shape)):
+                if isinstance(md, int) and isinstance(gd, int) and md != gd:
+                    raise ManifestError(src, f"dimension {axis} of {t.name!r} disagrees with the graph",
+                                        expected=gd, got=md)
+        self.states = [StatePair(s.input, s.output, self._in[s.input]) for s in m.states]
+        for s in self.states:
+            ld, hidden = s.size
+            if m.family != "custom" and m.graph == "model":
+                if ld is not None and ld != m.layers * m.directions:
+                    raise ManifestError(src, f"state {s.input!r} has the wrong first dimension",
+                                        expected=f"layers*directions = {m.layers * m.directions}", got=ld)
+                if hidden is not None and hidden != m.hidden_size:
+                    raise ManifestError(src, f"state {s.input!r} has the wrong hidden size",
+                                        expected=m.hidden_size, got=hidden)
+        if m.directions == 2 and m.streamable:
+            raise ManifestError(src, "a bidirectional model cannot be streamable", expected="streamable=false",
+                                got="streamable=true")
+        self.streamable = bool(m.streamable) and bool(self.states)
+        self.x_name = "x" if "x" in self._in else self._guess_x()
+        self.lengths_name = "lengths" if "lengths" in self._in else None
+        self.labels = list(m.labels) if m.labels else None
+        self.label_output = self._guess_label_output()
+        if self.labels is not None and self.label_output is not None:
+            k = self._out[self.label_output].fixed(-1)
+            if k is not None and k != len(self.labels):
+                raise ManifestError(src, f"label count disagrees with {self.label_output!r}",
+                                    expected=k, got=len(self.labels))
+        self._set_normalization(m)
+
+    def _infer_layout(self) -> None:
+        outs = set(self._out)
+        self.states = []
+        for s in self.inputs:
+            if s.name.endswith("_in") and s.name[:-3] + "_out" in outs:
+                self.states.append(StatePair(s.name, s.name[:-3] + "_out", s))
+        self.streamable = bool(self.states)
+        self.x_name = "x" if "x" in self._in else self._guess_x()
+        ln = self._in.get("lengths")
+        self.lengths_name = "lengths" if ln is not None and ln.dtype.kind == "i" else None
+        self.labels = None
+        self.label_output = self._guess_label_output()
+        self._norm = None
+        log.info("%s has no edgelstm manifest; inferred x=%s lengths=%s states=%s", self.path, self.x_name,
+                 self.lengths_name, [s.input for s in self.states])
+
+    def _guess_x(self) -> str | None:
+        state_in = {s.input for s in self.states}
+        cands = [s for s in self.inputs if s.name not in state_in and s.name != "lengths"]
+        floats = [s for s in cands if s.dtype.kind == "f" and s.rank == 3]
+        return floats[0].name if len(floats) == 1 else None
+
+    def _guess_label_output(self) -> str | None:
+        for name in ("logits", "y"):
+            if name in self._out:
+                return name if (self.manifest is None or self.manifest.task in ("classify", "label")) else None
+        return None
+
+    def _set_normalization(self, m: Manifest) -> None:
+        self._norm = None
+        if m.normalization is None:
+            return
+        if self.x_name is None:
+            raise ManifestError(f"{self.path} manifest", "normalization given but the graph has no x input",
+                                expected="an input named 'x'", got=[s.name for s in self.inputs])
+        x = self._in[self.x_name]
+        mean = np.asarray(m.normalization.mean, dtype=np.float64)
+        std = np.asarray(m.normalization.std, dtype=np.float64)
+        f = x.fixed(-1)
+        if f is not None and mean.size != f:
+            raise ManifestError(f"{self.path} manifest", "normalization length disagrees with the feature size",
+                                expected=f, got=mean.size)
+        if not np.all(np.isfinite(std)) or np.any(std <= 0):
+            raise ManifestError(f"{self.path} manifest", "normalization std must be finite and > 0",
+                                expected="std > 0", got=[float(s) for s in std if not (s > 0)][:3])
+        # (x - mean) / std  ==  x * scale + offset, precomputed once
+        self._norm = ((1.0 / std).astype(x.dtype), (-mean / std).astype(x.dtype))
+
+    # -------------------------------------------------------------- public properties
+    @property
+    def family(self) -> str | None:
+        return self.manifest.family if self.manifest else None
+
+    @property
+    def task(self) -> str | None:
+        return self.manifest.task if self.manifest else None
+
+    @property
+    def features(self) -> int | None:
+        return self._in[self.x_name].fixed(-1) if self.x_name else None
+
+    @property
+    def requested_providers(self) -> list[str]:
+        return list(self._plan.requested)
+
+    @property
+    def node_placement(self) -> list[NodePlacement]:
+        """Which execution provider runs each node, as onnxruntime assigned them (recorded with
+        the session option ``session.record_ep_graph_assignment_info``). These are the nodes of
+        the optimised graph, so fused nodes appear under their fused names."""
+        if self._placement is None:
+            self._placement = [NodePlacement(n.name, n.op_type, sub.ep_name)
+                               for sub in self.session.get_provider_graph_assignment_info()
+                               for n in sub.get_nodes()]
+        return list(self._placement)
+
+    @property
+    def placement_summary(self) -> dict[str, dict[str, int]]:
+        """provider -> {op_type: node count}."""
+        out: dict[str, dict[str, int]] = {}
+        for n in self.node_placement:
+            ops = out.setdefault(n.provider, {})
+            ops[n.op_type] = ops.get(n.op_type, 0) + 1
+        return out
+
+    @property
+    def cpu_fallback_nodes(self) -> list[NodePlacement]:
+        """Nodes that run on CPU although another provider was preferred (empty when CPU is first)."""
+        if self.providers[0] == CPU:
+            return []
+        return [n for n in self.node_placement if n.provider == CPU]
+
+    def describe(self) -> dict:
+        """A JSON-ready summary: file, providers, I/O, states, manifest essentials."""
+        return {
+            "path": str(self.path), "providers": self.providers, "requested": self.requested_providers,
+            "inputs": {s.name: [s.dtype.name, list(s.shape)] for s in self.inputs},
+            "outputs": {s.name: [s.dtype.name, list(s.shape)] for s in self.outputs},
+            "states": [[s.input, s.output] for s in self.states], "streamable": self.streamable,
+            "family": self.family, "task": self.task, "labels": self.labels,
+            "precision": self.manifest.precision if self.manifest else None,
+            "placement": self.placement_summary,
+        }
+
+    def __repr__(self) -> str:
+        return f"Model({str(self.path)!r}, family={self.family}, task={self.task}, providers={self.providers})"
+
+    # -------------------------------------------------------------- input checks
+    def check_nan(self, name: str, arr: np.ndarray) -> None:
+        if self.nan == "pass" or arr.dtype.kind != "f":
+            return
+        # fast path: a finite sum means every element is finite (an overflowing sum re-checks exactly)
+        if math.isfinite(float(arr.sum(dtype=np.float64))):
+            return
+        bad = ~np.isfinite(arr)
+        if bad.any():
+            first = tuple(int(i) for i in np.argwhere(bad)[0])
+            raise InputError(name, "input contains NaN or Inf (pass nan='pass' to allow)",
+                             expected="finite values", got=f"{int(bad.sum())} non-finite, first at index {first}")
+
+    def prepare_x(self, x: Any, *, rank: int = 3, name: str | None = None) -> np.ndarray:
+        """Validate ``x`` ([batch, time, features], or [batch, features] for rank 2), cast it to the
+        graph's dtype, check NaN/Inf, apply the manifest's normalization."""
+        name = name or self.x_name or "x"
+        spec = self._in[self.x_name]
+        arr = np.asarray(x)
+        if arr.dtype.kind != "f" and spec.dtype.kind == "f":
+            raise InputError(name, "wrong dtype", expected=f"floating point ({spec.dtype.name})", got=arr.dtype.name)
+        want = "[batch, time, features]" if rank == 3 else "[batch, features]"
+        if arr.ndim != rank:
+            raise InputError(name, "wrong rank", expected=f"{rank}-D {want}", got=f"{arr.ndim}-D shape {arr.shape}")
+        f = spec.fixed(-1)
+        if f is not None and arr.shape[-1] != f:
+            raise InputError(name, "wrong feature size", expected=f, got=arr.shape[-1])
+        if arr.dtype != spec.dtype:
+            arr = arr.astype(spec.dtype)
+        self.check_nan(name, arr)
+        if self._norm is not None:
+            scale, offset = self._norm
+            arr = arr * scale + offset
+        return np.ascontiguousarray(arr)
+
+    def prepare_lengths(self, lengths: Any, batch: int, time: int) -> np.ndarray:
+        dtype = self._in[self.lengths_name].dtype if self.lengths_name else np.dtype(np.int32)
+        if lengths is None:
+            return np.full(batch, time, dtype=dtype)
+        arr = np.asarray(lengths)
+        if arr.ndim == 0:
+            arr = np.full(batch, int(arr), dtype=dtype)
+        if arr.dtype.kind not in "iu":
+            if arr.dtype.kind == "f" and np.all(arr == np.round(arr)):
+                arr = arr.astype(dtype)
+            else:
+                raise InputError("lengths", "wrong dtype", expected="integers", got=arr.dtype.name)
+        if arr.shape != (batch,):
+            raise InputError("lengths", "wrong shape", expected=f"[{batch}] (one per sequence)", got=list(arr.shape))
+        if arr.size and (arr.min() < 1 or arr.max() > time):
+            raise InputError("lengths", "length out of range", expected=f"1..{time}",
+                             got=f"min {int(arr.min())}, max {int(arr.max())}")
+        return arr.astype(dtype, copy=False)
+
+    def zero_state(self, batch: int) -> dict[str, np.ndarray]:
+        out = {}
+        for s in self.states:
+            ld, hidden = s.size
+            if ld is None or hidden is None:
+                m = self.manifest
+                if m is None:
+                    raise InputError(s.input, "state size is symbolic and there is no manifest; pass state=",
+                                     expected="a state array", got=list(s.spec.shape))
+                ld, hidden = ld or m.layers * m.directions, hidden or m.hidden_size
+            out[s.input] = np.zeros((ld, batch, hidden), dtype=s.spec.dtype)
+        return out
+
+    def prepare_state(self, state: Mapping[str, Any] | None, batch: int) -> dict[str, np.ndarray]:
+        zeros = self.zero_state(batch)
+        if state is None:
+            return zeros
+        if not isinstance(state, Mapping):
+            raise InputError("state", "wrong type", expected=f"a dict with keys {list(zeros)}", got=type(state).__name__)
+        by_out = {s.output: s.input for s in self.states}
+        out = {}
+        for key, value in state.items():
+            name = by_out.get(key, key)
+            if name not in zeros:
+                raise InputError("state", f"unknown state name {key!r}", expected=sorted(zeros), got=key)
+            arr = np.asarray(value)
+            want = zeros[name]
+            if arr.shape != want.shape:
+                what = "batch does not match" if arr.ndim == 3 and arr.shape[1] != batch else "wrong shape"
+                raise InputError(name, f"state {what}", expected=list(want.shape), got=list(arr.shape))
+            if arr.dtype.kind != "f":
+                raise InputError(name, "wrong dtype", expected=want.dtype.name, got=arr.dtype.name)
+            self.check_nan(name, arr)
+            out[name] = np.ascontiguousarray(arr, dtype=want.dtype)
+        missing = set(zeros) - set(out)
+        if missing:
+            raise InputError("state", "incomplete state", expected=sorted(zeros), got=sorted(out))
+        return out
+
+    # -------------------------------------------------------------- running
+    def run(self, x: Any = None, lengths: Any = None, state: Mapping[str, Any] | None = None, *,
+            inputs: Mapping[str, Any] | None = None) -> RunResult:
+        """Run whole sequences. ``x``: ``[batch, time, features]``; ``lengths``: valid steps per
+        sequence (None = all); ``state``: initial state by name (None = zeros).
+        ``inputs`` feeds a graph's inputs by name (for graphs that have no ``x``)."""
+        feeds: dict[str, np.ndarray] = {}
+        if inputs is not None:
+            feeds.update(self._check_named_inputs(inputs))
+        if x is not None:
+            if self.x_name is None:
+                raise InputError("x", "this graph has no single data input; pass inputs={name: array}",
+                                 expected=[s.name for s in self.inputs], got="x")
+            feeds[self.x_name] = self.prepare_x(x)
+        if self.x_name is not None and self.x_name not in feeds:
+            raise InputError(self.x_name, "missing input", expected="an array [batch, time, features]", got=None)
+        lens = None
+        if self.x_name is not None:
+            xb = feeds[self.x_name]
+            batch, time = xb.shape[0], xb.shape[1]
+            if self.lengths_name:
+                lens = self.prepare_lengths(lengths if lengths is not None else feeds.get(self.lengths_name),
+                                            batch, time)
+                feeds[self.lengths_name] = lens
+            elif lengths is not None:
+                raise InputError("lengths", "this graph has no lengths input", expected=None, got="lengths")
+            if self.states:
+                given = {k: v for k, v in feeds.items() if k in {s.input for s in self.states}}
+                feeds.update(self.prepare_state(state if state is not None else (given or None), batch))
+        missing = [s.name for s in self.inputs if s.name not in feeds]
+        if missing:
+            raise InputError(missing[0], "missing input", expected=[s.name for s in self.inputs], got=sorted(feeds))
+        names = [s.name for s in self.outputs]
+        values = self.session.run(names, feeds)
+        return self._result(dict(zip(names, values)), lens)
+
+    def _check_named_inputs(self, inputs: Mapping[str, Any]) -> dict[str, np.ndarray]:
+        out = {}
+        for name, value in inputs.items():
+            spec = self._in.get(name)
+            if spec is None:
+                raise InputError(name, "unknown input", expected=[s.name for s in self.inputs], got=name)
+            if name == self.x_name:
+                out[name] = self.prepare_x(value)
+                continue
+            arr = np.asarray(value)
+            if arr.ndim != spec.rank:
+                raise InputError(name, "wrong rank", expected=f"{spec.rank}-D {list(spec.shape)}",
+                                 got=f"{arr.ndim}-D {list(arr.shape)}")
+            for axis, d in enumerate(spec.shape):
+                if isinstance(d, int) and d > 0 and arr.shape[axis] != d:
+                    raise InputError(name, f"wrong size of dimension {axis}", expected=d, got=arr.shape[axis])
+            if arr.dtype != spec.dtype:
+                if arr.dtype.kind != spec.dtype.kind and not (arr.dtype.kind in "iu" and spec.dtype.kind in "iu"):
+                    raise InputError(name, "wrong dtype", expected=spec.dtype.name, got=arr.dtype.name)
+                arr = arr.astype(spec.dtype)
+            self.check_nan(name, arr)
+            out[name] = np.ascontiguousarray(arr)
+        return out
+
+    def _result(self, values: dict[str, Any], lengths=None) -> RunResult:
+        state = {s.input: values.pop(s.output) for s in self.states}
+        return RunResult(values, state, self.labels, self.label_output, lengths)
+
+    def stream(self, batch: int = 1, *, nan: str | None = None) -> "Stream":
+        """A new independent stream with its own state (zeros)."""
+        from edgelstm.runtime.stream import Stream
+
+        return Stream(self, batch, nan=nan)
+
+
+def _unavailable(primary: str, active: list[str], why: str):
+    from edgelstm.errors import ProviderUnavailableError
+
+    return ProviderUnavailableError(primary, why, expected=f"one of the available providers "
+                                    f"{ort.get_available_providers()}", got=f"session providers {active}")

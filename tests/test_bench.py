@@ -1,0 +1,278 @@
+"""``edgelstm bench`` / ``bench-report`` and the benchmark core (edgelstm.runtime.bench).
+
+Tiny graphs from tests/graphs.py, a handful of timed runs: these tests check options, the JSON
+and CSV schema, the statistics and the floor's bookkeeping, never speed.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from edgelstm.cli import cli
+from edgelstm.errors import InputError, ManifestError, ModelFileError, UnknownChoiceError, UsageError
+from edgelstm.runtime import bench as core
+from graphs import RecurrentSpec, Seq2SeqSpec, build_recurrent, save, save_seq2seq
+
+RESULT_KEYS = {"name", "backend", "model", "precision", "family", "graph", "mode", "batch", "time", "threads",
+               "device", "providers", "file_bytes", "parameters", "weight_bytes", "session_create_s",
+               "first_inference_s", "first_call_s", "runs", "warmup", "latency_s", "steps_per_s",
+               "sequences_per_s", "frame_rate_hz", "rtf", "rss_peak_mb", "rss_delta_mb", "floor", "x_floor",
+               "baseline", "speedup_vs_baseline", "file_size_vs_baseline", "speedup_vs_torch"}
+STAT_KEYS = {"n", "min", "p50", "p90", "p99", "max", "mean", "std", "jitter"}
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    d = tmp_path_factory.mktemp("bench")
+    lstm = save(build_recurrent(RecurrentSpec(cell="lstm", layers=2, input_size=4, hidden=8, classes=3,
+                                              manifest_overrides={"frame_rate_hz": 100.0})), d / "lstm.onnx")
+    gru = save(build_recurrent(RecurrentSpec(cell="gru", input_size=4, hidden=8, classes=3)), d / "gru.onnx")
+    bidir = save(build_recurrent(RecurrentSpec(cell="lstm", directions=2, input_size=4, hidden=8)), d / "bidir.onnx")
+    enc, dec = save_seq2seq(Seq2SeqSpec(), d)
+    return {"lstm": lstm, "gru": gru, "bidir": bidir, "enc": enc, "dec": dec, "dir": d}
+
+
+def _bench(args):
+    res = CliRunner().invoke(cli, ["bench", "--quiet", "--warmup", "1", *map(str, args)])
+    return res
+
+
+# ------------------------------------------------------------------------------------- statistics
+def test_latency_stats_percentiles():
+    s = core.LatencyStats.from_samples(np.arange(1, 101, dtype=float))
+    assert (s.n, s.min, s.max) == (100, 1.0, 100.0)
+    # numpy's linear interpolation between order statistics: p50 of 1..100 is 50.5
+    assert s.p50 == pytest.approx(50.5) and s.p90 == pytest.approx(90.1) and s.p99 == pytest.approx(99.01)
+    assert s.jitter == pytest.approx(s.p99 - s.p50)
+
+
+@pytest.mark.parametrize("samples,match", [([], "need at least one timing sample"),
+                                           ([1.0, float("nan")], "finite and non-negative")],
+                         ids=["empty", "nan"])
+def test_latency_stats_rejects(samples, match):
+    with pytest.raises(UsageError, match=match):
+        core.LatencyStats.from_samples(samples)
+
+
+def test_measure_counts_runs_and_warmup():
+    calls = []
+    out = core.measure(lambda: calls.append(1), warmup=3, runs=7)
+    assert len(out) == 7 and len(calls) == 10 and np.all(out >= 0)
+
+
+def test_measure_duration_has_minimum_runs():
+    out = core.measure(lambda: None, warmup=0, runs=None, duration=1e-6, min_runs=5)
+    assert len(out) >= 5
+
+
+@pytest.mark.parametrize("kw,match", [(dict(warmup=-1), "--warmup"), (dict(runs=0), "--runs"),
+                                      (dict(runs=None, duration=-1.0), "--duration")],
+                         ids=["warmup", "runs", "duration"])
+def test_measure_rejects_bad_counts(kw, match):
+    with pytest.raises(UsageError, match=match):
+        core.measure(lambda: None, **kw)
+
+
+@pytest.mark.parametrize("mode,batch,time,match", [("burst", 1, 1, "unknown benchmark mode"),
+                                                   ("stream", 0, 1, "batch size must be at least 1"),
+                                                   ("sequence", 1, 0, "time length must be at least 1")],
+                         ids=["mode", "batch", "time"])
+def test_case_rejects(mode, batch, time, match):
+    with pytest.raises(UsageError, match=match):
+        core.Case(mode, batch, time)
+
+
+# ------------------------------------------------------------------------------------- graph facts
+def test_graph_facts_counts_parameters(models):
+    import onnx
+    from onnx import numpy_helper
+
+    m = onnx.load(str(models["lstm"]))
+    expected = sum(numpy_helper.to_array(t).size for t in m.graph.initializer if t.data_type == onnx.TensorProto.FLOAT)
+    facts = core.graph_facts(models["lstm"])
+    assert facts.parameters == expected
+    assert facts.weight_bytes == 4 * expected
+    assert [op for op, _, _ in facts.nodes].count("LSTM") == 2
+
+
+def test_graph_facts_rejects_non_onnx(tmp_path):
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"\xff\xff\xff\xff not a protobuf")
+    with pytest.raises(ModelFileError, match="not a readable ONNX model"):
+        core.graph_facts(bad)
+
+
+@pytest.mark.parametrize("time,expected", [
+    # one step: [x, h] @ [W; R] per layer (layer 1: 4+8 inputs, layer 2: 8+8), then the head once
+    (1, [(1, 12, 32, 1), (1, 16, 32, 1), (1, 8, 3, 1)]),
+    # a sequence: x @ W batched over time, then one h @ R per step, per layer
+    (5, [(5, 4, 32, 1), (1, 8, 32, 5), (5, 8, 32, 1), (1, 8, 32, 5), (1, 8, 3, 1)]),
+], ids=["step", "sequence"])
+def test_floor_products_follow_the_recurrence(models, time, expected):
+    prods = core.floor_products(core.graph_facts(models["lstm"]), batch=1, time_steps=time, per_step_head=False)
+    assert [(p.rows, p.k, p.n, p.repeat) for p in prods] == expected
+
+
+# ------------------------------------------------------------------------------------- bench
+def test_bench_json_schema(models, tmp_path):
+    out, csv_out = tmp_path / "r.json", tmp_path / "r.csv"
+    res = _bench([models["lstm"], models["gru"], "--threads", "1", "--batch", "1,2", "--mode", "stream,sequence",
+                  "--time", "1,4", "--runs", "3", "--json", out, "--csv", csv_out])
+    assert res.exit_code == 0, res.output
+    rep = json.loads(out.read_text())
+    assert rep["schema"] == core.SCHEMA
+    env = rep["environment"]
+    assert {"cpu", "cores", "onnxruntime", "providers", "threads", "machine"} <= set(env)
+    assert env["threads"] == 1 and env["providers"] == ["CPUExecutionProvider"]
+    results = rep["results"]
+    assert len(results) == 2 * 2 * 2 * 2  # models x batches x modes x times
+    for r in results:
+        assert RESULT_KEYS <= set(r), RESULT_KEYS - set(r)
+        assert STAT_KEYS <= set(r["latency_s"])
+        lat = r["latency_s"]
+        assert lat["n"] == 3 and lat["min"] <= lat["p50"] <= lat["p99"] <= lat["max"]
+        assert r["steps_per_s"] == pytest.approx(r["batch"] * r["time"] / lat["p50"])
+        assert (r["sequences_per_s"] is None) == (r["mode"] == "stream")
+        assert r["floor"]["floor_s"] > 0 and r["x_floor"] == pytest.approx(lat["p50"] / r["floor"]["floor_s"])
+        assert r["baseline"] == "lstm"
+    lstm = next(r for r in results if r["name"] == "lstm")
+    # frame_rate_hz from the manifest: rtf = processing time / signal time (time steps / 100 Hz)
+    assert lstm["rtf"] == pytest.approx(lstm["latency_s"]["p50"] * 100.0 / lstm["time"])
+    gru = next(r for r in results if r["name"] == "gru")
+    assert gru["rtf"] is None and gru["family"] == "gru"
+    assert gru["file_size_vs_baseline"] == pytest.approx(models["gru"].stat().st_size / models["lstm"].stat().st_size)
+    rows = list(csv.DictReader(io.StringIO(csv_out.read_text())))
+    assert len(rows) == len(results) and list(rows[0]) == core.CSV_COLUMNS
+    assert "| lstm | onnxruntime | fp32 | stream | 1 | 1 | 1 |" in res.output
+
+
+def test_bench_duration_and_plot(models, tmp_path):
+    png = tmp_path / "p.png"
+    res = _bench([models["lstm"], "--duration", "0.01", "--no-floor", "--plot", png, "--json", tmp_path / "r.json"])
+    assert res.exit_code == 0, res.output
+    r = json.loads((tmp_path / "r.json").read_text())["results"][0]
+    assert r["floor"] is None and r["latency_s"]["n"] >= 5
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_bench_seq2seq_graphs(models, tmp_path):
+    out = tmp_path / "s.json"
+    res = _bench([models["dec"], "--time", "6", "--runs", "3", "--json", out])
+    assert res.exit_code == 0, res.output
+    res = _bench([models["enc"], "--mode", "sequence", "--time", "6", "--runs", "3", "--json", tmp_path / "e.json"])
+    assert res.exit_code == 0, res.output
+    dec = json.loads(out.read_text())["results"][0]
+    enc = json.loads((tmp_path / "e.json").read_text())["results"][0]
+    assert dec["graph"] == "decoder_step" and dec["steps_per_s"] == pytest.approx(1 / dec["latency_s"]["p50"])
+    assert enc["graph"] == "encoder" and enc["sequences_per_s"] == pytest.approx(1 / enc["latency_s"]["p50"])
+
+
+@pytest.mark.parametrize("args,code,match", [
+    (["--batch", "0"], 2, r"--batch \| values must be positive integers"),
+    (["--batch", "a,b"], 2, r"--batch \| not a comma-separated list of integers"),
+    (["--mode", "burst"], 2, r"--mode \| unknown benchmark mode"),
+    (["--runs", "3", "--duration", "1"], 2, r"give one of them, not both"),
+    (["--device", "cuda"], 10, r"CUDAExecutionProvider is not available"),
+    (["--threads", "0"], 2, r"--threads \| must be at least 1"),
+], ids=["batch-zero", "batch-text", "mode", "runs-and-duration", "device", "threads"])
+def test_bench_error_lines(models, args, code, match, capsys):
+    from edgelstm.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["bench", "--quiet", "--runs", "2", str(models["lstm"]), *args])
+    assert exc.value.code == code
+    assert re.search(match, capsys.readouterr().err)
+
+
+def test_bench_stream_needs_state(models, tmp_path):
+    with pytest.raises(UsageError, match=r"s2s.encoder.onnx --mode stream \| model has no state inputs to carry"):
+        core.bench_onnx(models["enc"], [core.Case("stream", 1, 1)], core.Settings(runs=2, warmup=0))
+    with pytest.raises(UsageError, match=r"manifest marks the model as not streamable"):
+        core.bench_onnx(models["bidir"], [core.Case("stream", 1, 1)], core.Settings(runs=2, warmup=0))
+
+
+def test_bench_missing_model(tmp_path):
+    with pytest.raises(ModelFileError, match=r"model file not found"):
+        core.bench_onnx(tmp_path / "nope.onnx", [core.Case("stream", 1, 1)], core.Settings(runs=2))
+
+
+# ------------------------------------------------------------------------------------- bench-report
+def test_bench_report_merges_machines(models, tmp_path):
+    a = tmp_path / "a.json"
+    assert _bench([models["gru"], "--runs", "2", "--no-floor", "--json", a]).exit_code == 0
+    rep = json.loads(a.read_text())
+    rep["environment"]["machine"] = "board-b"
+    b = tmp_path / "b.json"
+    b.write_text(json.dumps(rep))
+    md, png = tmp_path / "r.md", tmp_path / "r.png"
+    res = CliRunner().invoke(cli, ["bench-report", str(a), str(b), "--out", str(md), "--plot", str(png)])
+    assert res.exit_code == 0, res.output
+    text = md.read_text()
+    assert "## Machines" in text and "| board-b |" in text
+    assert text.count("| gru | onnxruntime | fp32 | stream |") == 2
+    assert png.stat().st_size > 1000
+
+
+@pytest.mark.parametrize("content,match", [
+    ('{"schema": "other/1"}', r"not an edgelstm benchmark result; expected schema 'edgelstm.bench/1', got other/1"),
+    ("[1, 2", r"benchmark file is not valid JSON"),
+    ('{"schema": "edgelstm.bench/1", "results": []}', r"benchmark file lacks 'environment'"),
+], ids=["schema", "json", "missing-environment"])
+def test_load_report_rejects(tmp_path, content, match):
+    p = tmp_path / "x.json"
+    p.write_text(content)
+    with pytest.raises(ManifestError, match=match):
+        core.load_report(p)
+
+
+# ------------------------------------------------------------------------------------- torch-free
+def test_bench_core_imports_no_torch_or_onnx():
+    code = ("import sys, edgelstm.runtime.bench, edgelstm.cli.bench; "
+            "bad = [m for m in ('torch', 'onnx') if m in sys.modules]; sys.exit(1 if bad else 0)")
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def test_build_feeds_follow_naming(models):
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(models["dec"]), providers=["CPUExecutionProvider"])
+    m = core.read_manifest(sess, "dec")
+    feeds = core.build_feeds(sess, m, batch=2, time_steps=5)
+    assert feeds["token"].tolist() == [1, 1] and feeds["src_lengths"].tolist() == [5, 5]
+    assert feeds["memory"].shape == (2, 5, 8) and feeds["h_in"].shape == (1, 2, 8)
+
+
+def test_bench_torch_side_by_side(models, tmp_path, monkeypatch):
+    """--torch RUN_DIR times PyTorch eager on the same cases; the run directory loader is the
+    project's ``edgelstm.checkpoint.load_run``, replaced here by one returning a fresh model."""
+    import types
+
+    torch = pytest.importorskip("torch")
+    from edgelstm.models.config import ModelConfig
+    from edgelstm.models.sequence import SequenceModel
+
+    fake = types.ModuleType("edgelstm.checkpoint")
+    cfg = ModelConfig(family="lstm", input_size=4, hidden_size=8, num_layers=2, task="classify", num_outputs=3)
+    fake.load_run = lambda run_dir: (SequenceModel(cfg), None)
+    monkeypatch.setitem(sys.modules, "edgelstm.checkpoint", fake)
+    threads = torch.get_num_threads()
+    out = tmp_path / "t.json"
+    res = _bench([models["lstm"], "--torch", tmp_path, "--threads", "1", "--mode", "stream,sequence", "--time", "3",
+                  "--runs", "3", "--json", out])
+    torch.set_num_threads(threads)
+    assert res.exit_code == 0, res.output
+    rows = json.loads(out.read_text())["results"]
+    torch_rows = [r for r in rows if r["backend"] == "pytorch-eager"]
+    assert [(r["mode"], r["time"]) for r in torch_rows] == [("stream", 3), ("sequence", 3)]
+    for r in rows:  # the ratio is PyTorch p50 / this p50, so PyTorch itself is exactly 1
+        t = next(x for x in torch_rows if x["mode"] == r["mode"])
+        assert r["speedup_vs_torch"] == pytest.approx(t["latency_s"]["p50"] / r["latency_s"]["p50"])
+    assert torch_rows[0]["speedup_vs_torch"] == pytest.approx(1.0)

@@ -1,0 +1,406 @@
+"""Quantization: the GRU int8 rewrite, the three modes, the manifest, bad input, the CLI.
+
+Models are tiny onnx.helper graphs from tests/quantize_graphs.py (PyTorch's default weight init).
+Thresholds and why:
+
+* GRU rewrite in fp32 vs onnxruntime's GRU: <= 1e-5 absolute; both compute in fp32 with the
+  same formula, only the summation order of the products differs (outputs are in [-1, 1]).
+* int8 SQNR >= 30 dB: per-tensor symmetric int8 weights alone give about 40-45 dB on these
+  models (measured 42-44 dB over 12 steps); 30 dB leaves room for other CPUs' kernels while
+  still failing on a broken scale, a float fallback reported as int8 or a wrong gate order
+  (those give < 10 dB).
+* fp16 SQNR >= 55 dB: fp16's 11-bit significand rounds at about 2^-12 relative, i.e. ~70 dB
+  per value (measured 69-72 dB); 55 dB catches a wrong cast or a dropped op.
+* task metric: 48 sequences, so one changed prediction moves accuracy by 2.1 points; we allow
+  two (<= 0.05). The 1-point bar of the issue is checked on the bundled data by the demo.
+"""
+from __future__ import annotations
+
+import itertools
+import json
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from click.testing import CliRunner
+from onnx import TensorProto, helper, numpy_helper
+
+from edgelstm.errors import DataError, ModelFileError, UnknownChoiceError, UnsupportedError, UsageError
+from edgelstm.exporters.gru_int8 import decompose_gru
+from edgelstm.exporters.quantize import QuantizeOptions, quantize
+from edgelstm.manifest import MANIFEST_KEY, Manifest
+from quantize_graphs import build, data, save
+
+INT8_MIN_SQNR_DB = 30.0
+FP16_MIN_SQNR_DB = 55.0
+METRIC_MAX_DROP = 0.05
+FP32_ATOL = 1e-5
+
+
+def _sess(model_or_path):
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1  # int8 recurrent outputs depend on the thread count
+    src = model_or_path.SerializeToString() if isinstance(model_or_path, onnx.ModelProto) else str(model_or_path)
+    return ort.InferenceSession(src, so, providers=["CPUExecutionProvider"])
+
+
+def _ops(model: onnx.ModelProto) -> Counter:
+    c: Counter = Counter()
+
+    def walk(g, prefix=""):
+        for n in g.node:
+            c[prefix + n.op_type] += 1
+            for a in n.attribute:
+                if a.type == onnx.AttributeProto.GRAPH:
+                    walk(a.g, "body:")
+    walk(model.graph)
+    return c
+
+
+def _manifest(path: Path) -> Manifest:
+    m = onnx.load(str(path))
+    return Manifest.from_json(next(p.value for p in m.metadata_props if p.key == MANIFEST_KEY))
+
+
+# ============================================================================ GRU rewrite
+def _gru_model(direction: str, lbr: int, layout: int, *, bias=True, lens=True, h0=True, I=5, H=7, seed=0,
+               **attrs) -> onnx.ModelProto:
+    rng = np.random.default_rng(seed)
+    D = 2 if direction == "bidirectional" else 1
+    s = 1 / np.sqrt(H)
+    inits = [numpy_helper.from_array(rng.uniform(-s, s, (D, 3 * H, I)).astype(np.float32), "W"),
+             numpy_helper.from_array(rng.uniform(-s, s, (D, 3 * H, H)).astype(np.float32), "R")]
+    ins = ["x", "W", "R", "B" if bias else "", "sl" if lens else "", "h0" if h0 else ""]
+    if bias:
+        inits.append(numpy_helper.from_array(rng.uniform(-s, s, (D, 6 * H)).astype(np.float32), "B"))
+    while ins[-1] == "":
+        ins.pop()
+    g_in = [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["b", "t", I] if layout else ["t", "b", I])]
+    if lens:
+        g_in.append(helper.make_tensor_value_info("sl", TensorProto.INT32, ["b"]))
+    if h0:
+        g_in.append(helper.make_tensor_value_info("h0", TensorProto.FLOAT, ["b", D, H] if layout else [D, "b", H]))
+    node = helper.make_node("GRU", ins, ["Y", "Y_h"], hidden_size=H, direction=direction,
+                            linear_before_reset=lbr, layout=layout, name="gru", **attrs)
+    g_out = [helper.make_tensor_value_info("Y", TensorProto.FLOAT, ["y0", "y1", "y2", "y3"]),
+             helper.make_tensor_value_info("Y_h", TensorProto.FLOAT, ["h0", "h1", "h2"])]
+    return helper.make_model(helper.make_graph([node], "g", g_in, g_out, initializer=inits),
+                             opset_imports=[helper.make_opsetid("", 17)])
+
+
+GRU_CASES = list(itertools.product(["forward", "reverse", "bidirectional"], [1, 0], [0, 1]))
+
+
+@pytest.mark.parametrize("direction,lbr,layout", GRU_CASES,
+                         ids=[f"{d}-lbr{lbr}-layout{lay}" for d, lbr, lay in GRU_CASES])
+@pytest.mark.parametrize("optional", ["all-inputs", "no-B-lens-h0"])
+def test_gru_rewrite_matches_onnxruntime_gru(direction, lbr, layout, optional):
+    full = optional == "all-inputs"
+    kw = dict(bias=full, lens=full, h0=full)
+    model = _gru_model(direction, lbr, layout, **kw)
+    rewritten, info = decompose_gru(model)
+    onnx.checker.check_model(rewritten)
+    assert [r.node for r in info] == ["gru"]
+    assert "GRU" not in _ops(rewritten) and _ops(rewritten)["Scan"] == (2 if direction == "bidirectional" else 1)
+    rng = np.random.default_rng(3)
+    T, B, I, H, D = 6, 4, 5, 7, 2 if direction == "bidirectional" else 1
+    x_tb = rng.standard_normal((T, B, I)).astype(np.float32)
+    h0_tb = rng.standard_normal((D, B, H)).astype(np.float32)
+    ref_feed = {"x": x_tb}
+    if full:
+        ref_feed |= {"sl": np.array([6, 3, 1, 5], np.int32), "h0": h0_tb}  # uneven lengths, one of 1 step
+    # onnxruntime's GRU kernel only takes layout 0: the reference runs time-major, the rewrite both
+    ref = _sess(_gru_model(direction, lbr, 0, **kw)).run(None, ref_feed)
+    feed = dict(ref_feed)
+    if layout:
+        feed["x"] = x_tb.transpose(1, 0, 2)
+        if full:
+            feed["h0"] = h0_tb.transpose(1, 0, 2)
+    got = _sess(rewritten).run(None, feed)
+    if layout:
+        got = [got[0].transpose(1, 2, 0, 3), got[1].transpose(1, 0, 2)]  # back to [T, D, B, H], [D, B, H]
+    for name, r, g in zip(("Y", "Y_h"), ref, got):
+        np.testing.assert_allclose(g, r, atol=FP32_ATOL, rtol=0, err_msg=name)
+    if full:  # padding steps of Y are zeros, as the operator defines
+        assert np.all(got[0][3:, :, 1] == 0)
+
+
+@pytest.mark.parametrize("attrs,match", [
+    ({"activations": ["Relu", "Tanh"]}, "non-default activations"),
+    ({"clip": 3.0}, "attribute 'clip' is not supported"),
+], ids=["activations", "clip"])
+def test_gru_rewrite_refuses_what_it_cannot_keep(attrs, match):
+    with pytest.raises(UnsupportedError, match=match):
+        decompose_gru(_gru_model("forward", 1, 0, **attrs))
+
+
+def test_gru_rewrite_from_torch_export(tmp_path):
+    torch = pytest.importorskip("torch")
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    gru = torch.nn.GRU(5, 8, num_layers=2, bidirectional=True).eval()
+    x = torch.randn(7, 3, 5)
+    path = tmp_path / "gru.onnx"
+    torch.onnx.export(gru, (x,), str(path), input_names=["x"], output_names=["y", "h"], dynamo=False,
+                      dynamic_axes={"x": {0: "t", 1: "b"}})
+    model = onnx.load(str(path))
+    rewritten, info = decompose_gru(model)
+    assert len(info) == 2 and all(r.linear_before_reset == 1 for r in info)
+    x2 = np.random.default_rng(0).standard_normal((11, 2, 5)).astype(np.float32)  # other T, B than the example
+    with torch.no_grad():
+        y_ref, h_ref = gru(torch.from_numpy(x2))
+    y, h = _sess(rewritten).run(None, {"x": x2})
+    np.testing.assert_allclose(y, y_ref.numpy(), atol=FP32_ATOL, rtol=0)
+    np.testing.assert_allclose(h, h_ref.numpy(), atol=FP32_ATOL, rtol=0)
+
+
+# ============================================================================ the modes
+FAMILIES = {
+    "lstm": dict(cell="lstm"),
+    "peephole": dict(cell="peephole"),
+    "gru": dict(cell="gru"),
+    "gru-bi-2layer-label": dict(cell="gru", layers=2, directions=2, task="label"),
+}
+MODES = ["int8-dynamic", "int8-static", "fp16"]
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    d = tmp_path_factory.mktemp("models")
+    out = {}
+    for name, kw in FAMILIES.items():
+        m = build(**kw)
+        np.savez(d / f"{name}.npz", **data(m))
+        out[name] = (save(m, d / f"{name}.onnx"), d / f"{name}.npz")
+    return out
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_mode_quantizes_and_keeps_accuracy(models, tmp_path, family, mode):
+    src, npz = models[family]
+    out = tmp_path / "q.onnx"
+    report = quantize(src, out, mode, calibration=npz)
+    q = onnx.load(str(out))
+    ops = _ops(q)
+    cell = FAMILIES[family]["cell"]
+    if mode.startswith("int8"):
+        if cell in ("lstm", "peephole"):
+            assert ops["DynamicQuantizeLSTM"] == 1 and ops["LSTM"] == 0
+        else:
+            assert ops["GRU"] == 0 and ops["Scan"] >= 1 and ops["body:MatMulInteger"] >= 1
+            assert report.gru_rewritten
+        weights = [t for t in q.graph.initializer if t.data_type in (TensorProto.INT8, TensorProto.UINT8)]
+        assert weights, "no int8 weights in the file"
+        if mode == "int8-static":
+            assert ops["QuantizeLinear"] >= 1 and ops["DequantizeLinear"] >= 1
+        floor = INT8_MIN_SQNR_DB
+    else:
+        # cpu target: every float weight stored fp16, read through a Cast; compute stays fp32
+        assert all(t.data_type != TensorProto.FLOAT for t in q.graph.initializer)
+        assert any(t.data_type == TensorProto.FLOAT16 for t in q.graph.initializer)
+        assert ops[{"lstm": "LSTM", "peephole": "LSTM", "gru": "GRU"}[cell]] >= 1
+        assert report.kept_float and report.ratio > 1.0
+        floor = FP16_MIN_SQNR_DB
+    assert report.samples == 48 and report.data_source.endswith(".npz")
+    assert {e.name for e in report.errors} >= {"h_out"}
+    for e in report.errors:
+        assert e.snr_db >= floor, f"{e.name}: {e.snr_db:.1f} dB < {floor} dB"
+    assert report.metric is not None and report.metric["name"].startswith("accuracy")
+    assert report.metric["delta"] >= -METRIC_MAX_DROP
+    m = _manifest(out)
+    assert m.precision == mode
+    assert m.extra["quantization"]["mode"] == mode
+    assert m.extra["quantization"]["calibration"]["samples"] == 48
+    assert report.size_after == out.stat().st_size
+
+
+def test_int8_weights_shrink_the_file(tmp_path):
+    """With realistic sizes the weights dominate: int8 must be close to 4x smaller."""
+    for cell in ("lstm", "gru"):
+        src = save(build(cell, input_size=32, hidden=64, layers=2), tmp_path / f"{cell}.onnx")
+        r = quantize(src, tmp_path / f"{cell}.q.onnx", "int8-dynamic", evaluate_error=False)
+        assert r.ratio > 2.5, f"{cell}: {r.size_before} -> {r.size_after}"
+
+
+def test_dynamic_per_channel_and_random_data(models, tmp_path):
+    src, _ = models["gru"]
+    r = quantize(src, tmp_path / "q.onnx", "int8-dynamic", per_channel=True)
+    assert r.data_source == "random N(0,1) inputs" and r.metric is None
+    assert min(e.snr_db for e in r.errors) >= INT8_MIN_SQNR_DB
+    assert _manifest(tmp_path / "q.onnx").extra["quantization"]["per_channel"] is True
+
+
+@pytest.mark.parametrize("method", ["entropy", "percentile"])
+def test_static_calibration_methods(models, tmp_path, method):
+    src, npz = models["lstm"]
+    r = quantize(src, tmp_path / "q.onnx", "int8-static", calibration=npz, method=method)
+    assert r.options["method"] == method
+    assert min(e.snr_db for e in r.errors) >= INT8_MIN_SQNR_DB
+
+
+def test_static_recurrent_float_leaves_lstm_float(models, tmp_path):
+    src, npz = models["lstm"]
+    r = quantize(src, tmp_path / "q.onnx", "int8-static", calibration=npz, recurrent="float")
+    ops = _ops(onnx.load(str(tmp_path / "q.onnx")))
+    assert ops["LSTM"] == 1 and ops["DynamicQuantizeLSTM"] == 0 and ops["QuantizeLinear"] >= 1
+    assert any("--recurrent float" in k for k in r.kept_float)
+
+
+@pytest.mark.parametrize("family", ["lstm", "gru-bi-2layer-label"])
+def test_fp16_io_and_gpu_target(models, tmp_path, family):
+    src, npz = models[family]
+    r = quantize(src, tmp_path / "q.onnx", "fp16", calibration=npz, keep_io_types=False, target="gpu")
+    q = onnx.load(str(tmp_path / "q.onnx"))
+    assert q.graph.input[0].type.tensor_type.elem_type == TensorProto.FLOAT16
+    assert not r.kept_float  # gpu: the recurrent node is fp16 too
+    m = _manifest(tmp_path / "q.onnx")
+    assert m.input("x").dtype == "float16" and m.states[0].dtype == "float16"
+    assert any(t.data_type == TensorProto.FLOAT16 for t in q.graph.initializer)
+    # the CPU provider runs it (it inserts casts); error is measured the same way
+    assert min(e.snr_db for e in r.errors) >= FP16_MIN_SQNR_DB
+
+
+# ============================================================================ bad input
+@pytest.mark.parametrize("kwargs,err,match", [
+    (dict(mode="int4"), UnknownChoiceError, r"--mode \| unknown quantization mode; expected \['int8-dynamic'"),
+    (dict(mode="int8-static"), UsageError, "int8-static needs calibration data"),
+    (dict(mode="fp16", per_channel=True), UsageError, "per-channel scales only apply to int8"),
+    (dict(mode="int8-dynamic", method="entropy"), UsageError, "a calibration method only applies to int8-static"),
+    (dict(mode="int8-static", method="kl", calibration="x.npz"), UnknownChoiceError, "unknown calibration method"),
+    (dict(mode="int8-dynamic", target="gpu"), UnsupportedError, "exist only on onnxruntime's CPU provider"),
+    (dict(mode="int8-dynamic", keep_io_types=True), UsageError, "--keep-io-types \\| only applies to fp16"),
+    (dict(mode="fp16", target="npu"), UnknownChoiceError, "unknown target"),
+    (dict(mode="fp16", keep_io_types=False), UsageError, "float16 inputs/outputs need fp16 compute"),
+], ids=["unknown-mode", "static-no-calibration", "fp16-per-channel", "method-with-dynamic", "unknown-method",
+        "int8-on-gpu", "io-types-with-int8", "unknown-target",
+        "fp16-io-on-cpu"])
+def test_bad_options_rejected_before_any_work(tmp_path, kwargs, err, match):
+    out = tmp_path / "q.onnx"
+    mode = kwargs.pop("mode")
+    with pytest.raises(err, match=match):
+        quantize(tmp_path / "does-not-exist.onnx", out, mode, **kwargs)  # options fail before the file is read
+    assert not out.exists()
+
+
+def test_bad_files(models, tmp_path):
+    src, npz = models["lstm"]
+    out = tmp_path / "q.onnx"
+    with pytest.raises(ModelFileError, match="model file not found"):
+        quantize(tmp_path / "missing.onnx", out, "int8-dynamic")
+    junk = tmp_path / "junk.onnx"
+    junk.write_bytes(b"\x00not a model at all" * 10)
+    with pytest.raises(ModelFileError, match="not a readable ONNX model"):
+        quantize(junk, out, "int8-dynamic")
+    with pytest.raises(DataError, match="calibration data not found"):
+        quantize(src, out, "int8-static", calibration=tmp_path / "none.npz")
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, x=np.zeros((2, 3, 6), np.float32), frames=np.zeros(2))
+    with pytest.raises(DataError, match=r"bad.npz:frames \| array does not name a graph input"):
+        quantize(src, out, "int8-static", calibration=bad)
+    short = tmp_path / "short.npz"
+    np.savez(short, x=np.zeros((4, 3, 6), np.float32), lengths=np.full(3, 3, np.int32))
+    with pytest.raises(DataError, match="disagree on the number of sequences; expected 4, got 3"):
+        quantize(src, out, "int8-static", calibration=short)
+    assert not out.exists()
+
+
+def test_already_quantized_and_overwrite(models, tmp_path):
+    src, _ = models["lstm"]
+    out = tmp_path / "q.onnx"
+    quantize(src, out, "int8-dynamic", evaluate_error=False)
+    with pytest.raises(UnsupportedError, match="model is already quantized; expected an fp32 model, got manifest precision"):
+        quantize(out, tmp_path / "qq.onnx", "fp16")
+    with pytest.raises(UsageError, match="output exists"):
+        quantize(src, out, "fp16", overwrite=False)
+    with pytest.raises(UsageError, match="output would overwrite the input"):
+        quantize(src, src, "fp16")
+    assert not (tmp_path / "qq.onnx").exists()
+    assert not list(tmp_path.glob(".*.tmp"))  # no temp file left behind
+
+
+def test_options_dataclass_defaults():
+    o = QuantizeOptions(mode="int8-static").validate(has_calibration=True)
+    assert (o.method, o.recurrent, o.keep_io_types) == ("minmax", "int8-dynamic", None)
+    assert QuantizeOptions(mode="fp16").validate(has_calibration=False).keep_io_types is True
+
+
+# ============================================================================ CLI
+def test_cli_quantize(models, tmp_path):
+    from edgelstm.cli import cli
+
+    src, npz = models["gru"]
+    out, js = tmp_path / "q.onnx", tmp_path / "r.json"
+    res = CliRunner().invoke(cli, ["quantize", str(src), "-o", str(out), "--mode", "int8-dynamic",
+                                   "--calibration", str(npz), "--json", str(js)])
+    assert res.exit_code == 0, res.output
+    assert "size:" in res.output and "SQNR" in res.output and "accuracy: float" in res.output
+    assert "GRU rewritten for int8 weights: gru0" in res.output
+    assert json.loads(js.read_text())["options"]["mode"] == "int8-dynamic"
+
+
+@pytest.mark.parametrize("args,code,match", [
+    (["--mode", "int8-static"], 2, "int8-static needs calibration data"),
+    (["--mode", "bogus"], 2, "unknown quantization mode"),
+    (["--mode", "int8-dynamic", "--target", "gpu"], 6, "exist only on onnxruntime's CPU provider"),
+], ids=["static-no-data", "unknown-mode", "int8-gpu"])
+def test_cli_errors_exit_codes(models, tmp_path, capsys, args, code, match):
+    from edgelstm.cli import main
+
+    src, _ = models["lstm"]
+    out = tmp_path / "q.onnx"
+    with pytest.raises(SystemExit) as exc:
+        main(["quantize", str(src), "-o", str(out), *args])
+    assert exc.value.code == code
+    err = capsys.readouterr().err
+    assert match in err and "Traceback" not in err
+    assert not out.exists()
+
+
+# ============================================================================ through the exporter
+@pytest.mark.parametrize("family", ["lstm", "peephole", "gru"])
+def test_exported_family_quantizes(tmp_path, family):
+    torch = pytest.importorskip("torch")
+    from edgelstm.exporters.runs import export_model
+    from edgelstm.models import build_model
+    from edgelstm.models.config import ModelConfig
+
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    cfg = ModelConfig(family=family, input_size=3, hidden_size=12, num_layers=2, bidirectional=family == "gru",
+                      task="classify", num_outputs=3)
+    src = tmp_path / "m.onnx"
+    export_model(build_model(cfg).eval(), src)
+    r = quantize(src, tmp_path / "q.onnx", "int8-dynamic")
+    assert r.data_source == "random N(0,1) inputs"
+    assert min(e.snr_db for e in r.errors) >= INT8_MIN_SQNR_DB
+    assert _manifest(tmp_path / "q.onnx").precision == "int8-dynamic"
+    assert bool(r.gru_rewritten) == (family == "gru")
+
+
+def test_run_directory_as_calibration(tmp_path):
+    torch = pytest.importorskip("torch")
+    from edgelstm.checkpoint import RunConfig, save_run
+    from edgelstm.data import load_dataset
+    from edgelstm.exporters.runs import export_run
+    from edgelstm.models import build_model
+    from edgelstm.models.config import ModelConfig
+
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    bundle = load_dataset("timing", seed=0)
+    cfg = ModelConfig(family="gru", input_size=bundle.num_features, hidden_size=12, task=bundle.task,
+                      num_outputs=bundle.num_outputs)
+    run = tmp_path / "run"
+    save_run(run, build_model(cfg).eval(), RunConfig.for_model(cfg, dataset="timing", seed=0,
+                                                               normalization=bundle.normalization.to_dict()
+                                                               if bundle.normalization else None))
+    src = tmp_path / "m.onnx"
+    export_run(run, src)
+    r = quantize(src, tmp_path / "q.onnx", "int8-static", calibration=run, calibration_samples=64)
+    assert "timing" in r.data_source and r.samples == 64
+    assert r.metric is not None  # the split's labels give the task metric
+    assert min(e.snr_db for e in r.errors) >= INT8_MIN_SQNR_DB
