@@ -156,6 +156,7 @@ class QuantizeReport:
     errors: list[OutputError] = field(default_factory=list)
     metric: dict[str, Any] | None = None                  # {"name", "float", "quantized", "delta"}
     notes: list[str] = field(default_factory=list)
+    companions: list["QuantizeReport"] = field(default_factory=list)  # seq2seq: the decoder step's report
 
     @property
     def ratio(self) -> float:
@@ -182,6 +183,8 @@ class QuantizeReport:
             out.append(f"{m['name']}: float {m['float']:.4f}, quantized {m['quantized']:.4f} "
                        f"(delta {m['delta']:+.4f})")
         out += [f"note: {n}" for n in self.notes]
+        for c in self.companions:
+            out += c.lines()
         return out
 
 
@@ -260,14 +263,17 @@ class CalibrationData:
     feeds: dict[str, np.ndarray]
     labels: np.ndarray | None
     source: str
+    batch_axis: dict[str, int] = field(default_factory=dict)  # inputs batched on another axis (states: 1)
 
     def __len__(self) -> int:
-        return int(next(iter(self.feeds.values())).shape[0])
+        name = next(iter(self.feeds))
+        return int(self.feeds[name].shape[self.batch_axis.get(name, 0)])
 
     def batches(self, batch_size: int, limit: int) -> Iterator[dict[str, np.ndarray]]:
         n = min(len(self), limit)
         for i in range(0, n, batch_size):
-            yield {k: v[i:min(i + batch_size, n)] for k, v in self.feeds.items()}
+            sl = slice(i, min(i + batch_size, n))
+            yield {k: (v[:, sl] if self.batch_axis.get(k, 0) == 1 else v[sl]) for k, v in self.feeds.items()}
 
 
 def _input_roles(sess_inputs) -> dict[str, str]:
@@ -386,6 +392,8 @@ def _random_data(sess_inputs, manifest: Manifest | None, n: int = 64, t: int = 2
                  seed: int = 0) -> CalibrationData | None:
     """Standard-normal sequences for evaluating a mode that needs no data (no labels)."""
     rng = np.random.default_rng(seed)
+    if manifest is not None and manifest.task == "seq2seq":
+        return _random_seq2seq_data(sess_inputs, manifest, rng, n, t)
     roles = _input_roles(sess_inputs)
     x_name = "x" if any(i.name == "x" for i in sess_inputs) else roles.get("x")
     x_in = next((i for i in sess_inputs if i.name == x_name), None)
@@ -396,6 +404,29 @@ def _random_data(sess_inputs, manifest: Manifest | None, n: int = 64, t: int = 2
     if lens_name:
         feeds[lens_name] = rng.integers(t // 2, t + 1, size=n)
     return CalibrationData(feeds, None, "random N(0,1) inputs")
+
+
+def _random_seq2seq_data(sess_inputs, manifest: Manifest, rng, n: int, t: int) -> CalibrationData:
+    """Random token ids (never the pad/bos/eos ids 0-2) and N(0,1) states and memory for either graph."""
+    vocab = len(manifest.vocab) if manifest.vocab else 16
+    lens = rng.integers(max(1, t // 2), t + 1, size=n)
+    feeds: dict[str, np.ndarray] = {}
+    axes: dict[str, int] = {}
+    for i in sess_inputs:
+        shape = list(i.shape)
+        if "int" in i.type and len(shape) == 1 and i.name.endswith("lengths"):
+            feeds[i.name] = lens.astype(np.int32 if "int32" in i.type else np.int64)
+        elif "int" in i.type:
+            dims = [n] if len(shape) == 1 else [n, t]
+            feeds[i.name] = rng.integers(3, max(vocab, 4), size=dims).astype(np.int64 if "int64" in i.type else np.int32)
+        elif len(shape) == 3 and isinstance(shape[0], int):      # state [layers*dirs, batch, hidden]
+            feeds[i.name] = rng.standard_normal((shape[0], n, shape[2])).astype(np.float32)
+            axes[i.name] = 1
+        elif len(shape) == 3:                                    # memory [batch, src_time, hidden]
+            feeds[i.name] = rng.standard_normal((n, t, shape[2])).astype(np.float32)
+        else:
+            return None
+    return CalibrationData(feeds, None, "random tokens and N(0,1) states", axes)
 
 
 class _Reader:
@@ -710,9 +741,40 @@ def _toposort(graph) -> None:
 
 
 # ============================================================================ public entry point
+def _seq2seq_pair(path: Path) -> tuple[Path, Path]:
+    stem = path.name[:-len(".onnx")] if path.name.endswith(".onnx") else path.name
+    return path.with_name(f"{stem}.encoder.onnx"), path.with_name(f"{stem}.decoder_step.onnx")
+
+
 def quantize(model_path: str | os.PathLike, output_path: str | os.PathLike,
-             mode: str | QuantizeOptions = "int8-dynamic",
-             *, calibration: str | os.PathLike | None = None, per_channel: bool = False, method: str | None = None,
+             mode: str | QuantizeOptions = "int8-dynamic", **kw) -> QuantizeReport:
+    """Quantize one ONNX file, or a seq2seq pair given by its stem.
+
+    ``edgelstm export`` writes a seq2seq model ``OUT.onnx`` as ``OUT.encoder.onnx`` and
+    ``OUT.decoder_step.onnx``. Given the stem (a path that does not exist while that pair does),
+    both graphs are quantized into the pair of ``output_path``, each manifest naming its new
+    companion; the returned report is the encoder's, with the decoder step's in ``companions``.
+    See :func:`quantize_file` for the options.
+    """
+    src, dst = Path(model_path), Path(output_path)
+    pair = _seq2seq_pair(src)
+    if not src.exists() and all(p.exists() for p in pair):
+        if dst.suffix.lower() != ".onnx":
+            raise UsageError("-o", "output must be an .onnx file", expected="a path ending in .onnx", got=str(dst))
+        out_pair = _seq2seq_pair(dst)
+        roles = {"encoder": out_pair[0].name, "decoder_step": out_pair[1].name}
+        reports = []
+        for role, s_path, d_path in (("encoder", pair[0], out_pair[0]), ("decoder_step", pair[1], out_pair[1])):
+            other = {k: v for k, v in roles.items() if k != role}
+            reports.append(quantize_file(s_path, d_path, mode, companions=other, **kw))
+        reports[0].companions = reports[1:]
+        return reports[0]
+    return quantize_file(src, dst, mode, **kw)
+
+
+def quantize_file(model_path: str | os.PathLike, output_path: str | os.PathLike,
+                  mode: str | QuantizeOptions = "int8-dynamic",
+                  *, companions: dict[str, str] | None = None, calibration: str | os.PathLike | None = None, per_channel: bool = False, method: str | None = None,
              target: str = "cpu", keep_io_types: bool | None = None, recurrent: str | None = None,
              gru: str = "int8", calibration_samples: int = 512, threads: int = 1, evaluate_error: bool = True,
              overwrite: bool = True) -> QuantizeReport:
@@ -786,7 +848,7 @@ def quantize(model_path: str | os.PathLike, output_path: str | os.PathLike,
                     else:
                         os.replace(static_out, result)
         out_model = onnx.load(str(result))
-        _finish_manifest(out_model, manifest, opts, report, data)
+        _finish_manifest(out_model, manifest, opts, report, data, companions)
         report.ops_after = _op_counts(out_model)
         # the file to evaluate must be the file we ship: write it, evaluate, then publish
         final = Path(tmp) / "final.onnx"
@@ -814,7 +876,7 @@ def quantize(model_path: str | os.PathLike, output_path: str | os.PathLike,
 
 
 def _finish_manifest(out_model, manifest: Manifest | None, opts: QuantizeOptions, report: QuantizeReport,
-                     data: CalibrationData | None) -> None:
+                     data: CalibrationData | None, companions: dict[str, str] | None = None) -> None:
     if manifest is None:
         report.notes.append("input has no edgelstm manifest; the output has none either")
         return
@@ -837,10 +899,16 @@ def _finish_manifest(out_model, manifest: Manifest | None, opts: QuantizeOptions
         info["calibration"] = {"source": data.source, "samples": min(len(data), opts.calibration_samples)}
     import onnxruntime
 
+    from edgelstm.runtime.integrity import DIGEST_KEY, graph_digest  # stdlib only
+
     m.extra = {**m.extra, "quantization": info}
+    if companions is not None:
+        m.companions = dict(companions)
+    # The graph changed: re-seal it, or the runtime would (rightly) call the file tampered.
+    m.extra[DIGEST_KEY] = graph_digest(out_model.SerializeToString())
     m.producer = {**m.producer, "onnxruntime": onnxruntime.__version__}
     _set_manifest(out_model, m)
 
 
 __all__ = ["MODES", "CALIBRATION_METHODS", "TARGETS", "QuantizeOptions", "QuantizeReport", "OutputError",
-           "CalibrationData", "load_calibration", "evaluate", "quantize"]
+           "CalibrationData", "load_calibration", "evaluate", "quantize", "quantize_file"]

@@ -30,19 +30,12 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_
 
 from edgelstm import reference
 from edgelstm.errors import UnsupportedError
-
-def _peephole_class() -> type | None:
-    try:
-        from edgelstm.models import PeepholeLSTM  # noqa: PLC0415
-    except Exception:  # models package not built yet / optional
-        return None
-    return PeepholeLSTM
+from edgelstm.models.peephole import PeepholeLSTM
 
 
 def recurrent_kind(module: nn.Module) -> str | None:
     """``lstm`` / ``gru`` / ``rnn`` / ``peephole`` for a supported layer, else None."""
-    peephole = _peephole_class()
-    if peephole is not None and isinstance(module, peephole):
+    if isinstance(module, PeepholeLSTM):
         return "peephole"
     if isinstance(module, nn.LSTM):
         return "lstm"

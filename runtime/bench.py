@@ -678,6 +678,130 @@ def bench_onnx(path: str | os.PathLike, cases: Sequence[Case], settings: Setting
     return rows
 
 
+def bench_runtime(path: str | os.PathLike, cases: Sequence[Case], settings: Settings, *,
+                  name: str | None = None, progress: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
+    """Benchmark one exported file through :mod:`edgelstm.runtime`, the way an application calls it.
+
+    Unlike :func:`bench_onnx` (bare ``InferenceSession.run``), each call is the runtime's public path
+    with its input checks: ``stream`` with ``time`` 1 is ``model.stream(batch).step(frame)``,
+    ``stream`` with ``time`` > 1 is ``Stream.feed(chunk)``, ``sequence`` is ``model.run(x)`` (zero
+    state). A seq2seq ``*.decoder_step.onnx`` is timed as one token of ``Seq2SeqModel.generate``
+    (``time`` = source length, memory from the encoder), a ``*.encoder.onnx`` as
+    ``model.encoder.run`` on ``[batch, time]`` token ids. Rows carry ``api`` naming the call.
+    """
+    import onnxruntime as ort
+
+    from edgelstm import runtime
+
+    path = Path(path)
+    if not path.is_file():
+        raise ModelFileError(str(path), "model file not found", expected="an existing .onnx file", got=str(path))
+    facts = graph_facts(path)
+    rss0 = _rss_mb()
+    t0 = time.perf_counter()
+    loaded = runtime.load(path, device=settings.device, threads=settings.threads, fallback=False)
+    create_s = time.perf_counter() - t0
+    role = "model"
+    if isinstance(loaded, runtime.Seq2SeqModel):
+        role = "decoder_step" if path.name.endswith(".decoder_step.onnx") else "encoder"
+        model = loaded.decoder if role == "decoder_step" else loaded.encoder
+    else:
+        model = loaded
+    manifest = model.manifest
+    frame_rate = manifest.frame_rate_hz if manifest is not None else None
+    name = name or path.stem
+    rng = np.random.default_rng(settings.seed)
+    rows = []
+    first_inference_s = None
+    for case in cases:
+        steps_per_call = case.time
+        if role == "decoder_step":
+            s2s = loaded
+            src = rng.integers(3, max(4, len(s2s.vocab or []) or 16), size=(case.batch, case.time))
+            lens = np.full(case.batch, case.time)
+            enc = s2s.encoder.run(inputs={"src": src, "src_lengths": lens})
+            dec = s2s.decoder
+            out_names = [o.name for o in dec.outputs]
+            i_logits = out_names.index("logits")
+            state_idx = [(s.input, out_names.index(s.output)) for s in dec.states]
+            feeds = {"memory": ort.OrtValue.ortvalue_from_numpy(enc["memory"]),
+                     "src_lengths": ort.OrtValue.ortvalue_from_numpy(lens.astype(dec._in["src_lengths"].dtype))}
+            for s in dec.states:  # the encoder's final state starts the decoder (as generate does)
+                if s.output not in enc:
+                    raise ManifestError(str(path), f"encoder has no output {s.output!r} for the decoder's {s.input!r}",
+                                        expected=s.output, got=[o.name for o in s2s.encoder.outputs])
+                feeds[s.input] = ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(enc[s.output]))
+            tok = {"t": np.full(case.batch, s2s.bos, dtype=dec._in["token"].dtype)}
+            run = dec.session.run_with_ort_values
+
+            def call(feeds=feeds, tok=tok) -> None:  # one token of Seq2SeqModel.generate
+                feeds["token"] = ort.OrtValue.ortvalue_from_numpy(tok["t"])
+                res = run(out_names, feeds)
+                tok["t"] = res[i_logits].numpy().argmax(axis=-1).astype(tok["t"].dtype)
+                for k, i in state_idx:
+                    feeds[k] = res[i]
+            api, steps_per_call = "Seq2SeqModel.generate (one token)", 1
+        elif role == "encoder":
+            src = rng.integers(3, max(4, len(loaded.vocab or []) or 16), size=(case.batch, case.time))
+            inputs = {"src": src, "src_lengths": np.full(case.batch, case.time)}
+
+            def call(inputs=inputs) -> None:
+                model.run(inputs=inputs)
+            api = "encoder.run"
+        elif case.mode == "stream":
+            if not model.streamable:
+                raise UsageError(f"{path.name} --mode stream", "model is not streamable",
+                                 expected="--mode sequence", got="stream")
+            stream = model.stream(case.batch)
+            features = model.features or 1
+            if case.time == 1:
+                frame = rng.standard_normal((case.batch, features)).astype(np.float32)
+
+                def call(stream=stream, frame=frame) -> None:
+                    stream.step(frame)
+                api = "Stream.step"
+            else:
+                chunk = rng.standard_normal((case.batch, case.time, features)).astype(np.float32)
+
+                def call(stream=stream, chunk=chunk) -> None:
+                    stream.feed(chunk)
+                api = "Stream.feed"
+        else:
+            x = rng.standard_normal((case.batch, case.time, model.features or 1)).astype(np.float32)
+
+            def call(x=x) -> None:
+                model.run(x)
+            api = "Model.run"
+        t1 = time.perf_counter()
+        call()
+        first_call_s = time.perf_counter() - t1
+        if first_inference_s is None:
+            first_inference_s = first_call_s
+        samples = measure(call, warmup=settings.warmup, runs=settings.runs, duration=settings.duration,
+                          progress=progress, label=f"{name} {case.key}")
+        stats = LatencyStats.from_samples(samples)
+        floor = None
+        if settings.floor:
+            per_step_head = (manifest.task if manifest else None) in ("label", "regress", "forecast")
+            fl = measure_floor(facts, batch=case.batch, time_steps=steps_per_call, per_step_head=per_step_head)
+            floor = asdict(fl) if fl else None
+        rss_now = _rss_mb()
+        rows.append(result_row(
+            name=name, backend="onnxruntime", case=case, stats=stats, settings=settings,
+            steps_per_call=steps_per_call, frame_rate_hz=frame_rate, api=f"edgelstm.runtime {api}",
+            model=str(path), precision=manifest.precision if manifest else _guess_precision(facts),
+            family=manifest.family if manifest else None, graph=role, providers=list(model.providers),
+            file_bytes=path.stat().st_size, parameters=facts.parameters, weight_bytes=facts.weight_bytes,
+            session_create_s=create_s, first_inference_s=first_inference_s, first_call_s=first_call_s,
+            rss_peak_mb=_peak_rss_mb(),
+            rss_delta_mb=(rss_now - rss0) if (rss_now is not None and rss0 is not None) else None,
+            floor=floor, x_floor=(stats.p50 / floor["floor_s"]) if floor else None,
+        ))
+        if progress:
+            progress(f"{name}: {case.key} p50 {stats.p50 * 1e6:.1f} us, p99 {stats.p99 * 1e6:.1f} us")
+    return rows
+
+
 def _guess_precision(facts: GraphFacts) -> str:
     ops = {op for op, _, _ in facts.nodes}
     if ops & {"DynamicQuantizeLSTM", "MatMulInteger", "DynamicQuantizeMatMul", "QLinearMatMul"}:
@@ -822,6 +946,6 @@ def environment_table(reports: Sequence[dict[str, Any]]) -> str:
 
 
 __all__ = ["SCHEMA", "MODES", "Case", "Settings", "LatencyStats", "Floor", "GraphFacts", "Product",
-           "measure", "measure_floor", "floor_products", "graph_facts", "environment", "bench_onnx",
+           "measure", "measure_floor", "floor_products", "graph_facts", "environment", "bench_onnx", "bench_runtime",
            "build_feeds", "state_pairs", "resolve_providers", "result_row", "add_ratios", "make_report",
            "flat_rows", "to_csv", "load_report", "markdown_table", "environment_table", "CSV_COLUMNS"]

@@ -31,6 +31,7 @@ REPO = HERE.parent.parent
 sys.path.insert(0, str(HERE))
 
 import armenv  # noqa: E402
+import cli_checks as cli_checks_mod  # noqa: E402
 import compare  # noqa: E402
 import models_x86  # noqa: E402
 from pipeline import PipelineError  # noqa: E402
@@ -76,6 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cache", type=Path, default=armenv.default_cache())
     ap.add_argument("--json", type=Path, default=HERE / "results" / "arm_check.json")
     ap.add_argument("--keep", action="store_true", help="keep the job folder in the rootfs")
+    ap.add_argument("--no-cli", action="store_true", help="skip the edgelstm CLI stage (run/verify/bench)")
     ap.add_argument("-v", "--verbose", action="store_true")
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if a.verbose else logging.INFO,
@@ -108,6 +110,11 @@ def main(argv: list[str] | None = None) -> int:
         env.ensure_cpuinfo()
         versions = pinned_versions()
         deps_site = env.ensure_deps(host_py, [f"{k}=={v}" for k, v in versions.items()])
+        # `edgelstm verify` reads graphs with onnx, which `pip install edgelstm` does not bring:
+        # a second folder with onnx added, used for the verify step only (run/bench go without it)
+        from importlib.metadata import version as _version
+        verify_site = None if a.no_cli else env.ensure_deps(
+            host_py, [f"{k}=={v}" for k, v in versions.items()] + [f"onnx=={_version('onnx')}"])
         stage("arm environment (cached after the first run)", t0)
 
         t0 = time.perf_counter()
@@ -154,7 +161,13 @@ def main(argv: list[str] | None = None) -> int:
                     row.parity = compare.streaming_parity(got, compare.STREAM_PARITY[key])
             rows.append(row)
 
-        cli_checks = []  # filled by the CLI stage when the product's commands exist
+        t0 = time.perf_counter()
+        sides = cli_checks_mod.Sides(env, host_py, pkg_site, guest_env, a.threads, verify_site=verify_site)
+        cli_checks = [] if a.no_cli else cli_checks_mod.run_checks(sides, job, specs,
+                                                                   {s.name: r for s, r in zip(specs, rows)})
+        stage("edgelstm CLI on both sides (run, run --stream, verify, bench)", t0)
+        order = {f: i for i, f in enumerate(("lstm", "peephole", "gru", "attention"))}
+        rows.sort(key=lambda r: (order.get(r.family, 99), r.family, r.precision))
     except (armenv.ArmSetupError, PipelineError, ValueError) as e:
         log.error("%s", e)
         print(f"test-arm: ERROR (set-up): {str(e).splitlines()[0]}", flush=True)

@@ -1,8 +1,6 @@
 """``edgelstm train``: train one model on a bundled data set or a user file, write a run directory."""
 from __future__ import annotations
 
-import json
-
 import click
 
 from edgelstm.cli.options import overwrite as overwrite_option

@@ -17,7 +17,7 @@ import logging
 import math
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -344,7 +344,3 @@ def _progress(total: int, enabled: bool, desc: str):
         return _NoBar()
     from tqdm import tqdm
     return tqdm(total=total, desc=desc, file=sys.stderr, unit="batch", leave=True, dynamic_ncols=True)
-
-
-def train_config_dict(cfg: TrainConfig) -> dict[str, Any]:
-    return asdict(cfg)
