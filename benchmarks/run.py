@@ -1,21 +1,29 @@
 """The reproducible benchmark suite behind ``make bench``.
 
+Every model goes the project's own path: ``edgelstm.models.build_model(ModelConfig(...))``
+(random init: latency does not depend on the weight values), exported by the real exporter
+(``edgelstm.exporters.export_model``), quantized by ``edgelstm.exporters.quantize`` (int8-dynamic;
+GRU through its MatMul + Scan rewrite), and timed through ``edgelstm.runtime`` as an application
+calls it (``edgelstm.runtime.bench.bench_runtime``: ``model.stream(1).step`` for a streaming step,
+``model.run`` for whole sequences, one ``generate`` token for the seq2seq decoder step).
+
 Families lstm, peephole, gru (hidden 64/128/256/512, 1 and 2 layers, input 128, 10 classes) and
-attention (the seq2seq decoder step, 1 layer, source length 32); cases: a streaming step at
-batch 1, a whole 256-step sequence at batch 1 and at batch 16; backends: PyTorch eager fp32
-(the project's own modules), onnxruntime fp32 and int8 (``edgelstm.exporters.quantize``,
-int8-dynamic), fp16 when a CUDA provider is present. One thread everywhere, per case a
+attention (seq2seq, 1 layer, source length 32: the decoder step at batch 1 and 16, the encoder
+over the source at batch 1 and 16); recurrent cases: a streaming step at batch 1, a whole
+256-step sequence at batch 1 and at batch 16. Backends: PyTorch eager fp32 (the same module),
+onnxruntime fp32 and int8 (fp16 only with a CUDA provider). One thread everywhere, per case a
 NumPy/BLAS floor measured in the same run.
+
+The digits accuracy target: the 2-layer LSTM (hidden 256) is trained on the bundled digits data
+(15 epochs, about 10 s on one core) or taken from ``--digits-run``, exported, quantized, and
+the test accuracy of fp32 and int8 is measured through the runtime.
 
 Writes ``benchmarks/results/<machine>-<date>.json`` (schema ``edgelstm.bench/1`` plus a
 ``config`` per row and the ``targets`` block) and rewrites the table between the markers in
 ``benchmarks/README.md``.
 
-ONNX graphs: built with the project's graph builder (``tests/graphs.py``: fused LSTM/GRU nodes,
-``lengths`` wired to ``sequence_lens``, explicit state, manifest) with the same shapes as the
-PyTorch modules; timing does not depend on the weight values (no denormals at these scales).
-
-    .venv/bin/python benchmarks/run.py [--quick] [--duration S] [--families lstm,gru] [--no-readme]
+    .venv/bin/python benchmarks/run.py [--quick] [--duration S] [--families lstm,gru] [--hidden 64,256]
+                                       [--digits-run RUN_DIR | --no-digits] [--no-readme] [--out FILE]
 """
 from __future__ import annotations
 
@@ -32,22 +40,19 @@ import logging  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
+import warnings  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))  # the shared ONNX graph builder
-
-from graphs import RecurrentSpec, Seq2SeqSpec, build_recurrent, save, save_seq2seq  # noqa: E402
-
+from edgelstm.errors import EdgeLSTMError, UsageError  # noqa: E402
 from edgelstm.fileio import write_text_atomic  # noqa: E402
-from edgelstm.models.attention import Seq2Seq  # noqa: E402
-from edgelstm.models.config import ModelConfig  # noqa: E402
-from edgelstm.models.sequence import SequenceModel  # noqa: E402
+from edgelstm.models import ModelConfig, build_model  # noqa: E402
 from edgelstm.runtime import bench as core  # noqa: E402
 
+ROOT = Path(__file__).resolve().parent.parent
 log = logging.getLogger("benchmarks")
 
 INPUT, CLASSES, SRC_LEN, VOCAB = 128, 10, 32, 64
@@ -55,66 +60,29 @@ HIDDEN = (64, 128, 256, 512)
 LAYERS = (1, 2)
 FAMILIES = ("lstm", "peephole", "gru", "attention")
 TARGET = dict(family="lstm", hidden=256, layers=2)  # the issue's target case (input 128, 10 classes)
+DIGITS = dict(hidden=256, layers=2, epochs=15, seed=0)  # the digits accuracy target model
+DIGITS_TARGET_POINTS = 0.5  # int8 test accuracy within this many points of fp32
 README_BEGIN, README_END = "<!-- bench-results:begin -->", "<!-- bench-results:end -->"
 
 
-def cases_for(family: str) -> list[core.Case]:
-    if family == "attention":  # decoder step: one call = one step; time = source length
-        return [core.Case("stream", 1, SRC_LEN), core.Case("stream", 16, SRC_LEN)]
-    return [core.Case("stream", 1, 1), core.Case("sequence", 1, 256), core.Case("sequence", 16, 256)]
+# ============================================================================ models
+@dataclass
+class Graph:
+    """One timed graph of a configuration: its fp32 file, int8 file (or why there is none), cases."""
+
+    role: str                 # model | decoder_step | encoder
+    fp32: Path
+    int8: Path | None
+    cases: list[core.Case]
+    int8_error: str | None = None
 
 
-def build(family: str, hidden: int, layers: int, d: Path) -> tuple[torch.nn.Module, Path]:
-    """The PyTorch eager module (project classes) and an ONNX graph of the same shapes."""
-    torch.manual_seed(0)
+def model_config(family: str, hidden: int, layers: int) -> ModelConfig:
     if family == "attention":
-        vocab = ["<pad>", "<bos>", "<eos>"] + [f"t{i}" for i in range(VOCAB - 3)]
-        cfg = ModelConfig(family="attention", task="seq2seq", hidden_size=hidden, num_layers=1,
-                          vocab_size=VOCAB, emb_size=hidden, max_len=SRC_LEN)
-        enc, dec = save_seq2seq(Seq2SeqSpec(vocab=vocab, emb=hidden, hidden=hidden), d, stem=f"attn{hidden}")
-        return Seq2Seq(cfg).eval(), dec
-    cfg = ModelConfig(family=family, input_size=INPUT, hidden_size=hidden, num_layers=layers,
-                      task="classify", num_outputs=CLASSES)
-    path = save(build_recurrent(RecurrentSpec(cell=family, layers=layers, input_size=INPUT, hidden=hidden,
-                                              classes=CLASSES)), d / f"{family}{layers}x{hidden}.onnx")
-    return SequenceModel(cfg).eval(), path
-
-
-def torch_rows(model, family: str, path: Path, cases, settings, name: str) -> list[dict]:
-    import onnxruntime as ort
-
-    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    manifest = core.read_manifest(sess, str(path))
-    rows = []
-    for case in cases:
-        f = {k: torch.from_numpy(v.copy()) for k, v in
-             core.build_feeds(sess, manifest, batch=case.batch, time_steps=case.time).items()}
-        if family == "attention":
-            st = {"h": f["h_in"], "c": f["c_in"]}
-            lengths = f["src_lengths"].long()
-
-            def call(st=st, f=f, lengths=lengths) -> None:
-                _, st["h"], st["c"], _ = model.decode_step(f["token"], st["h"], st["c"], f["memory"], lengths)
-        elif case.mode == "stream":
-            st = {"s": tuple(f[k] for k in ("h_in", "c_in") if k in f)}
-
-            def call(st=st, f=f) -> None:
-                _, st["s"] = model(f["x"], None, st["s"])
-        else:
-            init = tuple(f[k] for k in ("h_in", "c_in") if k in f)
-
-            def call(f=f, init=init) -> None:
-                model(f["x"], None, init)
-        with torch.inference_mode():
-            samples = core.measure(call, warmup=settings.warmup, runs=settings.runs, duration=settings.duration)
-        stats = core.LatencyStats.from_samples(samples)
-        rows.append(core.result_row(
-            name=name, backend="pytorch-eager", case=case, stats=stats, settings=settings,
-            steps_per_call=1 if family == "attention" else case.time, model=type(model).__name__,
-            precision="fp32", family=family, graph="decoder_step" if family == "attention" else "model",
-            providers=[f"torch {torch.__version__}"], file_bytes=None,
-            parameters=sum(p.numel() for p in model.parameters()), floor=None, x_floor=None))
-    return rows
+        return ModelConfig(family="attention", task="seq2seq", hidden_size=hidden, num_layers=1,
+                           vocab_size=VOCAB, emb_size=hidden, max_len=SRC_LEN).validate()
+    return ModelConfig(family=family, input_size=INPUT, hidden_size=hidden, num_layers=layers,
+                       task="classify", num_outputs=CLASSES).validate()
 
 
 def quantize_int8(src: Path, dst: Path) -> Path:
@@ -124,26 +92,117 @@ def quantize_int8(src: Path, dst: Path) -> Path:
     return dst
 
 
+def build(family: str, hidden: int, layers: int, d: Path) -> tuple[torch.nn.Module, list[Graph]]:
+    """The PyTorch module and its exported fp32 / int8 graphs (the project's exporter and quantizer)."""
+    from edgelstm.exporters import export_model
+    from edgelstm.exporters.runs import seq2seq_paths
+
+    torch.manual_seed(0)
+    model = build_model(model_config(family, hidden, layers)).eval()
+    stem = f"{family}{layers}x{hidden}"
+    fp32 = d / f"{stem}.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notes
+        export_model(model, fp32)
+    # the int8 files keep the fp32 file names in their own folder: a seq2seq pair finds its
+    # companion by the name in the manifest
+    qdir = d / "int8"
+    qdir.mkdir(exist_ok=True)
+    if family == "attention":
+        enc, dec = seq2seq_paths(fp32)
+        graphs = [Graph("decoder_step", dec, None, [core.Case("stream", 1, SRC_LEN), core.Case("stream", 16, SRC_LEN)]),
+                  Graph("encoder", enc, None, [core.Case("sequence", 1, SRC_LEN), core.Case("sequence", 16, SRC_LEN)])]
+    else:
+        graphs = [Graph("model", fp32, None, [core.Case("stream", 1, 1), core.Case("sequence", 1, 256),
+                                              core.Case("sequence", 16, 256)])]
+    for g in graphs:
+        try:
+            g.int8 = quantize_int8(g.fp32, qdir / g.fp32.name)
+        except EdgeLSTMError as e:  # record why int8 is missing rather than abort the suite
+            g.int8_error = str(e)
+            log.warning("%s %s: int8 quantization failed: %s", stem, g.role, e)
+    return model, graphs
+
+
+# ============================================================================ PyTorch eager
+def torch_rows(model, family: str, graph: Graph, settings: core.Settings, name: str) -> list[dict]:
+    """PyTorch eager on the same cases: the streaming step carries the state, as the runtime does."""
+    rng = np.random.default_rng(settings.seed)
+    rows = []
+    for case in graph.cases:
+        b, t = case.batch, case.time
+        if graph.role == "decoder_step":
+            src = torch.from_numpy(rng.integers(3, VOCAB, size=(b, t)))
+            lens = torch.full((b,), t, dtype=torch.int64)
+            with torch.inference_mode():
+                memory, h, c = model.encode(src, lens)
+            st = {"tok": torch.full((b,), 1, dtype=torch.int64), "h": h, "c": c}
+
+            def call(st=st, memory=memory, lens=lens) -> None:  # one greedy token
+                logits, st["h"], st["c"], _ = model.decode_step(st["tok"], st["h"], st["c"], memory, lens)
+                st["tok"] = logits.argmax(-1)
+        elif graph.role == "encoder":
+            src = torch.from_numpy(rng.integers(3, VOCAB, size=(b, t)))
+            lens = torch.full((b,), t, dtype=torch.int64)
+
+            def call(src=src, lens=lens) -> None:
+                model.encode(src, lens)
+        elif case.mode == "stream":
+            x = torch.from_numpy(rng.standard_normal((b, t, INPUT)).astype(np.float32))
+            st = {"s": None}
+
+            def call(st=st, x=x) -> None:
+                _, st["s"] = model(x, None, st["s"])
+        else:
+            x = torch.from_numpy(rng.standard_normal((b, t, INPUT)).astype(np.float32))
+
+            def call(x=x) -> None:
+                model(x, None, None)
+        with torch.inference_mode():
+            samples = core.measure(call, warmup=settings.warmup, runs=settings.runs, duration=settings.duration)
+        stats = core.LatencyStats.from_samples(samples)
+        rows.append(core.result_row(
+            name=name, backend="pytorch-eager", case=case, stats=stats, settings=settings,
+            steps_per_call=1 if graph.role == "decoder_step" else case.time, api=f"torch {type(model).__name__}",
+            model=type(model).__name__, precision="fp32", family=family, graph=graph.role,
+            providers=[f"torch {torch.__version__}"], file_bytes=None,
+            parameters=sum(p.numel() for p in model.parameters()), floor=None, x_floor=None))
+    return rows
+
+
+# ============================================================================ one configuration
 def run_config(family, hidden, layers, d, settings, progress) -> list[dict]:
-    model, fp32 = build(family, hidden, layers, d)
+    model, graphs = build(family, hidden, layers, d)
     tag = f"{family} L{layers} H{hidden}"
-    cases = cases_for(family)
-    rows = torch_rows(model, family, fp32, cases, settings, f"{tag} pytorch")
-    rows += core.bench_onnx(fp32, cases, settings, name=f"{tag} ort-fp32")
-    try:
-        int8 = quantize_int8(fp32, d / (fp32.stem + ".int8.onnx"))
-        rows += core.bench_onnx(int8, cases, core.Settings(**{**settings.__dict__, "floor": False}),
-                                name=f"{tag} ort-int8")
-    except Exception as e:  # noqa: BLE001 - record why int8 is missing rather than abort the suite
-        log.warning("%s: int8 quantization failed: %s", tag, e)
-    fp32_row = {(r["mode"], r["batch"], r["time"]): r for r in rows if r["name"].endswith("ort-fp32")}
-    for r in rows:  # one floor per case, shared by every backend of this config
-        base = fp32_row.get((r["mode"], r["batch"], r["time"]))
-        if base and base.get("floor"):
-            r["floor"] = base["floor"]
-            r["x_floor"] = r["latency_s"]["p50"] / base["floor"]["floor_s"]
-        r["config"] = {"family": family, "hidden": hidden, "layers": layers, "input": INPUT}
-    # ratios within this config (baseline = onnxruntime fp32, torch = pytorch eager)
+    rows: list[dict] = []
+    for g in graphs:
+        suffix = "" if g.role == "model" else f" {g.role}"
+        part = torch_rows(model, family, g, settings, f"{tag}{suffix} pytorch")
+        part += core.bench_runtime(g.fp32, g.cases, settings, name=f"{tag}{suffix} ort-fp32")
+        if g.int8 is not None:
+            part += core.bench_runtime(g.int8, g.cases, core.Settings(**{**settings.__dict__, "floor": False}),
+                                       name=f"{tag}{suffix} ort-int8")
+        fp32_row = {(r["mode"], r["batch"], r["time"]): r for r in part if r["name"].endswith("ort-fp32")}
+        for r in part:  # one floor per case, shared by every backend of this graph
+            base = fp32_row.get((r["mode"], r["batch"], r["time"]))
+            if base and base.get("floor"):
+                r["floor"] = base["floor"]
+                r["x_floor"] = r["latency_s"]["p50"] / base["floor"]["floor_s"]
+            r["config"] = {"family": family, "hidden": hidden, "layers": layers, "input": INPUT, "graph": g.role}
+            if g.int8_error:
+                r["int8_error"] = g.int8_error
+        _ratios(part)
+        rows += part
+    for r in rows:
+        if progress:
+            progress(f"{r['name']:36s} {r['mode']:8s} b{r['batch']:<3d} t{r['time']:<4d} "
+                     f"p50 {r['latency_s']['p50'] * 1e6:10.1f} us  x_floor {_f(r.get('x_floor'))}  "
+                     f"vs torch {_f(r.get('speedup_vs_torch'))}")
+    return rows
+
+
+def _ratios(rows: list[dict]) -> None:
+    """Ratios within one graph: baseline = onnxruntime fp32, torch = PyTorch eager."""
     groups: dict = {}
     for r in rows:
         groups.setdefault((r["mode"], r["batch"], r["time"]), []).append(r)
@@ -156,25 +215,87 @@ def run_config(family, hidden, layers, d, settings, progress) -> list[dict]:
             r["speedup_vs_baseline"] = b["latency_s"]["p50"] / p50 if b else None
             r["file_size_vs_baseline"] = (r["file_bytes"] / b["file_bytes"]) if b and r.get("file_bytes") else None
             r["speedup_vs_torch"] = t["latency_s"]["p50"] / p50 if t else None
-    for r in rows:
-        if progress:
-            progress(f"{r['name']:28s} {r['mode']:8s} b{r['batch']:<3d} t{r['time']:<4d} "
-                     f"p50 {r['latency_s']['p50'] * 1e6:10.1f} us  x_floor {_f(r.get('x_floor'))}  "
-                     f"vs torch {_f(r.get('speedup_vs_torch'))}")
-    return rows
 
 
 def _f(v, spec=".2f"):
     return "-" if v is None else format(v, spec)
 
 
+def _kind(r: dict) -> str:
+    return "torch" if r["backend"] == "pytorch-eager" else r["name"].rsplit(" ", 1)[1]
+
+
+# ============================================================================ digits accuracy
+def digits_accuracy(run_dir: Path | None, d: Path, progress) -> dict:
+    """Test accuracy of the digits LSTM in fp32 and int8, both through ``edgelstm.runtime``.
+
+    ``run_dir`` None: train the target model here (2 layers, hidden 256, 15 epochs, seed 0).
+    """
+    from edgelstm import runtime
+    from edgelstm.checkpoint import load_run
+    from edgelstm.data import load_dataset
+    from edgelstm.exporters import export_run
+
+    train_s = None
+    source = str(run_dir) if run_dir else None
+    if run_dir is None:
+        from edgelstm.training import TrainConfig, train_run
+
+        cfg = TrainConfig(family="lstm", hidden_size=DIGITS["hidden"], num_layers=DIGITS["layers"],
+                          epochs=DIGITS["epochs"], seed=DIGITS["seed"])
+        t0 = time.perf_counter()
+        train_run("digits", cfg, d / "digits_run", progress=False)
+        train_s = time.perf_counter() - t0
+        run_dir = d / "digits_run"
+        source = (f"trained in the suite: lstm {DIGITS['layers']}x{DIGITS['hidden']}, {DIGITS['epochs']} epochs, "
+                  f"seed {DIGITS['seed']}, 1 thread")
+    model, rc = load_run(run_dir)
+    mc = rc.model
+    if rc.dataset != "digits" or mc.family != "lstm" or mc.task != "classify":
+        raise UsageError("--digits-run", "not a digits LSTM classifier run", expected="family lstm, dataset digits",
+                         got=f"family {mc.family}, dataset {rc.dataset}, task {mc.task}")
+    bundle = load_dataset("digits", seed=rc.seed if rc.seed is not None else 0)
+    fp32, int8 = d / "digits.onnx", d / "int8" / "digits.onnx"
+    int8.parent.mkdir(exist_ok=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        export_run(run_dir, fp32)
+    quantize_int8(fp32, int8)
+    everything = np.concatenate([bundle.train.x, bundle.val.x, bundle.test.x])
+    preds = {}
+    for kind, path in (("fp32", fp32), ("int8", int8)):
+        m = runtime.load(path, device="cpu", threads=1)  # int8 recurrent outputs depend on the thread count
+        preds[kind] = {"test": m.run(bundle.test.x, lengths=bundle.test.lengths)["logits"].argmax(-1),
+                       "all": m.run(everything)["logits"].argmax(-1)}
+    y = bundle.test.y
+    acc = {k: float((p["test"] == y).mean()) * 100 for k, p in preds.items()}
+    out = {
+        "model": f"lstm {mc.num_layers}x{mc.hidden_size}, input {mc.input_size}, {mc.num_outputs} classes",
+        "run": source, "train_seconds": round(train_s, 1) if train_s is not None else None,
+        "test_sequences": int(len(y)),
+        "torch_test_accuracy_pct": (rc.metrics.get("test_accuracy") * 100) if rc.metrics.get("test_accuracy") is not None else None,
+        "fp32_test_accuracy_pct": acc["fp32"], "int8_test_accuracy_pct": acc["int8"],
+        "int8_minus_fp32_points": acc["int8"] - acc["fp32"], "target_points": DIGITS_TARGET_POINTS,
+        "met": abs(acc["int8"] - acc["fp32"]) <= DIGITS_TARGET_POINTS,
+        # every sequence of the data set (1,797): how many predictions int8 changes
+        "int8_fp32_agreement_all_pct": float((preds["int8"]["all"] == preds["fp32"]["all"]).mean()) * 100,
+        "all_sequences": int(len(everything)),
+        "fp32_file_bytes": fp32.stat().st_size, "int8_file_bytes": int8.stat().st_size,
+    }
+    if progress:
+        progress(f"digits: fp32 {acc['fp32']:.2f} %, int8 {acc['int8']:.2f} % on {len(y)} test sequences "
+                 f"(agreement {out['int8_fp32_agreement_all_pct']:.2f} % over {len(everything)})")
+    return out
+
+
+# ============================================================================ report
 def targets(rows: list[dict]) -> dict:
     """The issue's targets on the 2-layer LSTM (input 128, hidden 256), batch 1 streaming step."""
     sel = [r for r in rows if r.get("config", {}).get("family") == TARGET["family"]
            and r["config"]["hidden"] == TARGET["hidden"] and r["config"]["layers"] == TARGET["layers"]
            and r["mode"] == "stream" and r["batch"] == 1 and r["time"] == 1]
-    by = {r["backend"] if r["backend"] == "pytorch-eager" else r["name"].rsplit(" ", 1)[1]: r for r in sel}
-    t, f, q = by.get("pytorch-eager"), by.get("ort-fp32"), by.get("ort-int8")
+    by = {_kind(r): r for r in sel}
+    t, f, q = by.get("torch"), by.get("ort-fp32"), by.get("ort-int8")
     if not (t and f):
         return {}
     out = {"case": "lstm 2x256, input 128, 10 classes, 1 thread, batch 1, streaming step",
@@ -192,11 +313,13 @@ def targets(rows: list[dict]) -> dict:
 def readme_block(report: dict) -> str:
     env = report["environment"]
     lines = [README_BEGIN, "",
-             f"Last run: `{env['machine']}`, {env['cpu']}, {env['usable_cores']} usable cores, onnxruntime "
-             f"{env['onnxruntime']}, torch {torch.__version__}, 1 thread, {env['timestamp']} "
-             f"(`benchmarks/results/{report['file']}`).", ""]
+             f"Last run: `{env['machine']}`, {env['cpu']}, {env['usable_cores']} usable cores, load average "
+             f"{env.get('load_average')}, onnxruntime {env['onnxruntime']}, torch {env.get('torch')}, 1 thread, "
+             f"{env['timestamp']}, {report['suite_seconds']} s (`benchmarks/results/{report['file']}`; "
+             f"`{report.get('command', 'make bench')}`).", ""]
     tg = report.get("targets") or {}
-    if tg:
+    dg = tg.get("digits")
+    if tg.get("case"):
         lines += ["Targets (" + tg["case"] + "):", "",
                   "| what | measured | target |", "|---|---|---|",
                   f"| PyTorch eager fp32 step | {tg['torch_p50_us']:.1f} us | |",
@@ -205,20 +328,30 @@ def readme_block(report: dict) -> str:
         if "int8_p50_us" in tg:
             lines += [f"| onnxruntime int8 step | {tg['int8_p50_us']:.1f} us ({tg['int8_vs_torch']:.2f}x torch) | >= 10x |",
                       f"| int8 file / fp32 file | {tg['int8_file_fraction'] * 100:.1f} % | <= 27 % |"]
+        if dg:
+            lines.append(f"| digits test accuracy, {dg['model']} | fp32 {dg['fp32_test_accuracy_pct']:.2f} %, int8 "
+                         f"{dg['int8_test_accuracy_pct']:.2f} % ({dg['int8_minus_fp32_points']:+.2f} points; "
+                         f"{dg['test_sequences']} test sequences; int8 = fp32 on "
+                         f"{dg['int8_fp32_agreement_all_pct']:.2f} % of all {dg['all_sequences']}) | within 0.5 points |")
         lines.append("")
-    header = "| family | layers | hidden | case | pytorch us | ort fp32 us | ort int8 us | fp32 x torch | int8 x torch | floor us | fp32 x floor |"
+        if dg:
+            lines += [f"Digits model: {dg['run']}" + (f" ({dg['train_seconds']} s)" if dg.get("train_seconds") else "")
+                      + (f"; PyTorch test accuracy {dg['torch_test_accuracy_pct']:.2f} %."
+                         if dg.get("torch_test_accuracy_pct") is not None else "."), ""]
+    header = ("| family | layers | hidden | graph | case | pytorch us | ort fp32 us | ort int8 us | fp32 x torch | "
+              "int8 x torch | int8 x fp32 | floor us | fp32 x floor |")
     lines += [header, "|" + "---|" * (header.count("|") - 1)]
     table: dict = {}
     for r in report["results"]:
         c = r["config"]
-        key = (c["family"], c["layers"], c["hidden"], f"{r['mode']} b{r['batch']} t{r['time']}")
-        kind = "torch" if r["backend"] == "pytorch-eager" else r["name"].rsplit(" ", 1)[1]
-        table.setdefault(key, {})[kind] = r
+        key = (c["family"], c["layers"], c["hidden"], c.get("graph", "model"), f"{r['mode']} b{r['batch']} t{r['time']}")
+        table.setdefault(key, {})[_kind(r)] = r
     for key, v in table.items():
         t, f, q = v.get("torch"), v.get("ort-fp32"), v.get("ort-int8")
         us = lambda r: _f(r["latency_s"]["p50"] * 1e6 if r else None, ".1f")  # noqa: E731
-        lines.append(f"| {key[0]} | {key[1]} | {key[2]} | {key[3]} | {us(t)} | {us(f)} | {us(q)} | "
+        lines.append(f"| {key[0]} | {key[1]} | {key[2]} | {key[3]} | {key[4]} | {us(t)} | {us(f)} | {us(q)} | "
                      f"{_f(f and f.get('speedup_vs_torch'))} | {_f(q and q.get('speedup_vs_torch'))} | "
+                     f"{_f(q and q.get('speedup_vs_baseline'))} | "
                      f"{_f(f['floor']['floor_s'] * 1e6 if f and f.get('floor') else None, '.1f')} | "
                      f"{_f(f and f.get('x_floor'))} |")
     lines += ["", README_END]
@@ -237,29 +370,53 @@ def update_readme(block: str) -> None:
     write_text_atomic(path, text)
 
 
+def _csv_ints(option: str, text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise UsageError(option, "not a comma-separated list of integers", expected="e.g. 64,256", got=text) from None
+    if not values or any(v < 1 for v in values):
+        raise UsageError(option, "values must be positive integers", expected="e.g. 64,256", got=text)
+    return values
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="Hidden 64 and 256 only, shorter timing.")
     ap.add_argument("--duration", type=float, default=0.2, help="Seconds of timed calls per case and backend.")
     ap.add_argument("--families", default=",".join(FAMILIES))
     ap.add_argument("--hidden", default=None, help="Comma-separated hidden sizes (default 64,128,256,512).")
+    ap.add_argument("--digits-run", default=None, help="Run directory of a digits LSTM to measure instead of "
+                    "training one (edgelstm train --family lstm --dataset digits --hidden 256 --layers 2).")
+    ap.add_argument("--no-digits", action="store_true", help="Skip the digits accuracy target.")
     ap.add_argument("--no-readme", action="store_true", help="Do not rewrite benchmarks/README.md.")
     ap.add_argument("--out", default=None, help="Result JSON path (default benchmarks/results/<machine>-<date>.json).")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        families = [f for f in args.families.split(",") if f]
+        for f in families:
+            if f not in FAMILIES:
+                raise UsageError("--families", "unknown family", expected=list(FAMILIES), got=f)
+        hidden = _csv_ints("--hidden", args.hidden) if args.hidden else ([64, 256] if args.quick else list(HIDDEN))
+        if args.digits_run and args.no_digits:
+            raise UsageError("--digits-run", "contradicts --no-digits", expected="one of them", got="both")
+        if args.digits_run and not Path(args.digits_run).is_dir():
+            raise UsageError("--digits-run", "run directory not found", expected="a directory from edgelstm train",
+                             got=args.digits_run)
+        duration = args.duration / 2 if args.quick else args.duration
+        settings = core.Settings(warmup=3, runs=None, duration=duration, threads=1, device="cpu", floor=True)
+    except EdgeLSTMError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     torch.set_num_threads(1)
-    families = [f for f in args.families.split(",") if f]
-    for f in families:
-        if f not in FAMILIES:
-            print(f"error: --families | unknown family; expected {list(FAMILIES)}, got {f}", file=sys.stderr)
-            return 2
-    hidden = [int(h) for h in args.hidden.split(",")] if args.hidden else ([64, 256] if args.quick else list(HIDDEN))
-    duration = args.duration / 2 if args.quick else args.duration
-    settings = core.Settings(warmup=3, runs=None, duration=duration, threads=1, device="cpu", floor=True)
     progress = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731
     t0 = time.perf_counter()
     rows: list[dict] = []
+    digits = None
     with tempfile.TemporaryDirectory(prefix="edgelstm-bench-") as tmp:
+        if not args.no_digits:
+            digits = digits_accuracy(Path(args.digits_run) if args.digits_run else None, Path(tmp), progress)
         for family in families:
             for layers in (LAYERS if family != "attention" else (1,)):
                 for h in hidden:
@@ -268,8 +425,12 @@ def main(argv=None) -> int:
     env["torch"] = torch.__version__
     date = dt.date.today().isoformat()
     out = Path(args.out) if args.out else ROOT / "benchmarks" / "results" / f"{env['machine']}-{date}.json"
+    tg = targets(rows)
+    if digits is not None:
+        tg["digits"] = digits
     report = {"schema": core.SCHEMA, "environment": env, "settings": settings.__dict__, "results": rows,
-              "file": out.name, "suite_seconds": round(time.perf_counter() - t0, 1), "targets": targets(rows)}
+              "file": out.name, "command": " ".join([".venv/bin/python benchmarks/run.py", *(argv or sys.argv[1:])]),
+              "suite_seconds": round(time.perf_counter() - t0, 1), "targets": tg}
     write_text_atomic(out, json.dumps(report, indent=1) + "\n")
     if not args.no_readme:
         update_readme(readme_block(report))

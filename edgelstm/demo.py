@@ -123,12 +123,33 @@ Stage = Callable[[DemoContext], None]
 STAGES: list[tuple[str, Stage]] = [("train", stage_train)]
 
 
+def _later_stages() -> list[tuple[str, Stage]]:
+    from edgelstm.demo_stages import later_stages  # noqa: PLC0415 (needs the export extras)
+
+    return later_stages()
+
+
+STAGES += _later_stages()
+
+
 # ---------------------------------------------------------------------------- report
-def _columns(rows: list[dict[str, Any]]) -> list[str]:
-    cols: list[str] = []
-    for r in rows:
-        cols.extend(k for k in r if k not in cols and k != "run_dir")
-    return cols
+# The summary table's columns, in order, with their headers; report.json keeps every key.
+SUMMARY_COLUMNS: list[tuple[str, str]] = [
+    ("family", "family"), ("dataset", "dataset"), ("role", "role"), ("metric", "metric"),
+    ("test", "torch test"), ("onnx_fp32", "onnx fp32"), ("int8", "int8"), ("int8_delta", "int8 delta"),
+    ("quality", "quality"), ("persistence_rmse", "persistence"), ("solved_at_epoch", "solved at epoch"),
+    ("params", "params"), ("fp32_kb", "fp32 KB"), ("int8_kb", "int8 KB"), ("int8_size_%", "int8 size %"),
+    ("recurrent", "recurrent nodes"), ("export_err", "export max err"), ("verify", "verify"),
+    ("torch_step_us", "torch step us"), ("fp32_step_us", "fp32 step us"), ("fp32_speedup", "fp32 speed-up"),
+    ("int8_step_us", "int8 step us"), ("int8_speedup", "int8 speed-up"), ("train_s", "train s"),
+]
+
+
+def _columns(rows: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    present = {k for r in rows for k in r}
+    cols = [(k, h) for k, h in SUMMARY_COLUMNS if k in present]
+    errors = sorted(k for k in present if k.startswith("error:"))
+    return cols + [(k, k) for k in errors]
 
 
 def _cell(v: Any) -> str:
@@ -141,8 +162,8 @@ def _cell(v: Any) -> str:
 
 def markdown_table(rows: list[dict[str, Any]]) -> str:
     cols = _columns(rows)
-    lines = ["| " + " | ".join(cols) + " |", "| " + " | ".join("---" for _ in cols) + " |"]
-    lines += ["| " + " | ".join(_cell(r.get(c)) for c in cols) + " |" for r in rows]
+    lines = ["| " + " | ".join(h for _, h in cols) + " |", "| " + " | ".join("---" for _ in cols) + " |"]
+    lines += ["| " + " | ".join(_cell(r.get(k)) for k, _ in cols) + " |" for r in rows]
     return "\n".join(lines)
 
 

@@ -97,16 +97,16 @@ def test_demo_stages_rows_and_report(tmp_path, monkeypatch, capsys):
 
     def stage_size(ctx):  # a later stage adds a column to every row
         for row in ctx.main_rows():
-            row["export_kb"] = row["weights_kb"]
+            row["fp32_kb"] = row["weights_kb"]
 
-    monkeypatch.setattr(demo, "STAGES", [*demo.STAGES, ("size", stage_size)])
+    monkeypatch.setattr(demo, "STAGES", [demo.STAGES[0], ("size", stage_size)])
     monkeypatch.setattr(demo, "QUICK", dict(demo.QUICK, max_train=64))
     code, out, _ = run_cli(["demo", "--out", str(tmp_path), "--quick", "--quiet"], capsys)
     assert code == 0
-    assert "| family | dataset | role | metric | test |" in out and "| export_kb |" in out
+    assert "| family | dataset | role | metric | torch test |" in out and "| fp32 KB |" in out
     report = json.loads((tmp_path / "report.json").read_text())
     row = report["rows"][0]
-    assert row["family"] == "lstm" and row["export_kb"] == row["weights_kb"] > 0
+    assert row["family"] == "lstm" and row["fp32_kb"] == row["weights_kb"] > 0
     assert set(report["stage_seconds"]) == {"train", "size"} and "quality" not in row  # no bar in quick mode
     assert (tmp_path / "report.md").read_text().startswith("# edgelstm demo (quick)")
     assert (tmp_path / "runs" / "lstm-digits" / "model.safetensors").is_file()

@@ -97,3 +97,21 @@ def test_export_refuses_existing_output_without_overwrite(tmp_path, runner):
     r = runner.invoke(cli, ["train", "--family", "gru", "--dataset", "sine", "--hidden", "4", "--epochs", "1",
                             "--quiet", "--out", str(run)])
     assert r.exit_code != 0
+
+
+def test_demo_runs_every_stage_and_fills_the_table(tmp_path, monkeypatch):
+    """The demo's later stages (export, quantize, metric through the runtime, verify, bench) fill
+    their columns; the runtime's fp32 metric equals PyTorch's on the same test split."""
+    from edgelstm import demo
+
+    monkeypatch.setattr(demo, "JOBS", [demo.DemoJob("lstm", "digits", "main", dict(hidden_size=8, epochs=1))])
+    monkeypatch.setattr(demo, "QUICK", dict(demo.QUICK, max_train=64))
+    ctx = demo.run_demo(tmp_path, quick=True, progress=False, echo=lambda s: None)
+    row = ctx.rows[0]
+    assert not [k for k in row if k.startswith("error:")], row
+    for key in ("onnx_fp32", "int8", "fp32_kb", "int8_kb", "fp32_step_us", "int8_step_us", "torch_step_us"):
+        assert key in row, key
+    # Same weights, same test split: fp32 ONNX agrees with PyTorch to float rounding, so an
+    # accuracy over ~180 digits can only differ if a near-tie flips (at most one sample here).
+    assert abs(row["onnx_fp32"] - row["test"]) <= 1 / 150
+    assert (tmp_path / "report.md").read_text().count("| lstm | digits |") == 1
