@@ -687,8 +687,12 @@ def _fp16_storage(model, report: QuantizeReport):
             continue
         arr = numpy_helper.to_array(t)
         if np.any(np.abs(arr) > FP16_MAX):
-            raise UnsupportedError(t.name, "weight outside the float16 range", expected=f"|w| <= {FP16_MAX}",
-                                   got=float(np.abs(arr).max()))
+            # e.g. the attention mask's fill value (-float32 max): fp16 would turn it into -inf,
+            # and softmax over an all-masked row into NaN. It is a constant, not a weight: keep it fp32.
+            keep.append(t)
+            report.kept_float.append(f"{t.name} (values beyond the float16 range, max |v| "
+                                     f"{float(np.abs(arr).max()):.3g})")
+            continue
         name = f"{t.name}__fp16"
         while name in taken:
             name += "_"

@@ -1,7 +1,10 @@
 """Greedy decoding for the attention seq2seq export: ``X.encoder.onnx`` + ``X.decoder_step.onnx``.
 
-The encoder runs once over the source; the decoder step runs once per output token with its
-state carried as onnxruntime values (no copies between steps). Token ids come from the
+The encoder runs once over the source; the decoder step runs once per output token as one
+``run_with_iobinding`` with no allocation: two state sets swapped between steps, memory and
+source lengths bound once, logits written to a preallocated buffer and the next token written by
+``argmax`` straight into the bound token buffer (``benchmarks/seq2seq_step.py`` measures it
+against a bare ``session.run`` loop). Token ids come from the
 manifest's ``special_tokens`` (pad/bos/eos; defaults 0/1/2) and strings are encoded with its
 ``vocab``: character by character when every ordinary token is one character (or
 ``extra["tokenizer"] == "char"``), else on whitespace (``extra["tokenizer"] == "word"``).
@@ -138,57 +141,112 @@ class Seq2SeqModel:
     # -------------------------------------------------------------- decoding
     def generate(self, src: Any, max_len: int | None = None, *, return_attention: bool = False) -> Generation:
         """Greedy decoding. ``src``: a string, a list of strings, or token ids (one list, a list of
-        lists, or ``[batch, src_time]`` with pad=``pad``). Stops at eos or ``max_len`` tokens."""
+        lists, or ``[batch, src_time]`` with pad=``pad``). A row stops at its first eos (not
+        included) or after ``max_len`` tokens; decoding ends when every row has stopped.
+
+        Each call owns its buffers, so one model can generate from many threads at once."""
         max_len = self.max_len if max_len is None else max_len
         if isinstance(max_len, bool) or not isinstance(max_len, (int, np.integer)) or max_len < 1:
             raise UsageError("max_len", "must be a positive integer", expected=">= 1", got=max_len)
+        max_len = int(max_len)
         ids, lens = self._batch(src)
-        batch = ids.shape[0]
-        enc_names = [o.name for o in self.encoder.outputs]
-        enc_in = {"src": ids.astype(self.encoder._in["src"].dtype),
-                  "src_lengths": lens.astype(self.encoder._in["src_lengths"].dtype)}
-        enc = dict(zip(enc_names, self.encoder.session.run_with_ort_values(
-            enc_names, {k: ort.OrtValue.ortvalue_from_numpy(v) for k, v in enc_in.items()})))
-        dec = self.decoder
-        feeds = {"memory": enc["memory"],
-                 "src_lengths": ort.OrtValue.ortvalue_from_numpy(lens.astype(dec._in["src_lengths"].dtype))}
-        for s in self._dec_states:
-            if s.output not in enc:
-                raise ManifestError(str(self.encoder.path), f"encoder has no output {s.output!r} for the decoder's "
-                                    f"{s.input!r}", expected=s.output, got=enc_names)
-            feeds[s.input] = enc[s.output]
-        out_names = [o.name for o in dec.outputs]
-        i_logits = out_names.index("logits")
-        i_attn = out_names.index("attention") if "attention" in out_names else None
-        state_idx = [(s.input, out_names.index(s.output)) for s in self._dec_states]
-        token = np.full(batch, self.bos, dtype=dec._in["token"].dtype)
-        done = np.zeros(batch, dtype=bool)
-        out = [[] for _ in range(batch)]
-        attn = [[] for _ in range(batch)]
-        run = dec.session.run_with_ort_values
-        for _ in range(max_len):
-            feeds["token"] = ort.OrtValue.ortvalue_from_numpy(token)
-            res = run(out_names, feeds)
-            nxt = res[i_logits].numpy().argmax(axis=-1)
-            a = res[i_attn].numpy() if (return_attention and i_attn is not None) else None
-            for b in range(batch):
-                if done[b]:
-                    continue
-                if nxt[b] == self.eos:
-                    done[b] = True
-                    continue
-                out[b].append(int(nxt[b]))
-                if a is not None:
-                    attn[b].append(a[b, :lens[b]].copy())
-            if done.all():
-                break
-            for name, i in state_idx:
-                feeds[name] = res[i]
-            token = nxt.astype(token.dtype)
+        memory, init = self._encode(ids, lens)
+        hist, stop, attn = self._decode(memory, init, lens, ids.shape[1], max_len, return_attention)
+        out = [hist[:n, b].tolist() for b, n in enumerate(stop)]
         texts = [self.decode(t) for t in out] if self.vocab else None
-        att = [np.stack(a) if a else np.zeros((0, int(n)), np.float32) for a, n in zip(attn, lens)] \
-            if return_attention else []
+        att = []
+        if return_attention:
+            att = [attn[:n, b, :w].copy() if attn is not None else np.zeros((0, int(w)), np.float32)
+                   for b, (n, w) in enumerate(zip(stop, lens))]
         return Generation(out, texts, att)
+
+    def _encode(self, ids: np.ndarray, lens: np.ndarray) -> tuple[ort.OrtValue, dict[str, ort.OrtValue]]:
+        """Run the encoder once; its outputs stay onnxruntime values on the decoder's state device
+        (this call owns them: the decoder later writes its state into the initial-state values)."""
+        enc = self.encoder
+        bnd = enc.session.io_binding()
+        bnd.bind_cpu_input("src", ids.astype(enc._in["src"].dtype, copy=False))
+        bnd.bind_cpu_input("src_lengths", lens.astype(enc._in["src_lengths"].dtype, copy=False))
+        enc_names = [o.name for o in enc.outputs]
+        want = ["memory"] + [s.output for s in self._dec_states]
+        for name in want:
+            if name not in enc._out:
+                raise ManifestError(str(enc.path), f"encoder has no output {name!r} for the decoder",
+                                    expected=want, got=enc_names)
+            bnd.bind_output(name, self.decoder.state_device)
+        enc.session.run_with_iobinding(bnd)
+        vals = dict(zip(want, bnd.get_outputs()))
+        return vals["memory"], {s.input: vals[s.output] for s in self._dec_states}
+
+    def _decode(self, memory: ort.OrtValue, init: dict[str, ort.OrtValue], lens: np.ndarray, width: int,
+                max_len: int, return_attention: bool):
+        """The decoder loop: one ``run_with_iobinding`` per token and no allocation.
+
+        Two bindings are made once per call: binding ``p`` reads state set ``p`` and writes set
+        ``1 - p`` (set 0 is the encoder's final state, set 1 fresh buffers), so a step never
+        overwrites the state it reads. ``memory`` and ``src_lengths`` are bound once; ``token``
+        is a bound numpy buffer that ``logits.argmax(out=...)`` refills in place, and logits (and
+        attention) go to preallocated numpy buffers. Returns the token history ``[steps, batch]``,
+        each row's token count (up to, not including, its eos) and the attention history."""
+        dec = self.decoder
+        sess, dev = dec.session, dec.state_device
+        batch = len(lens)
+        src_lengths = lens.astype(dec._in["src_lengths"].dtype, copy=False)
+        logits_spec = dec._out["logits"]
+        vocab = logits_spec.fixed(-1) or (len(self.vocab) if self.vocab else None)
+        tok_dtype = dec._in["token"].dtype
+        tok = np.full(batch, self.bos, tok_dtype)
+        if vocab is None:  # a graph with a dynamic vocab axis: one probe step learns it
+            v = ort.OrtValue.ortvalue_from_numpy
+            probe = {"token": v(tok), "memory": memory, "src_lengths": v(src_lengths), **init}
+            vocab = sess.run_with_ort_values(["logits"], probe)[0].shape()[-1]
+        logits = np.empty((batch, vocab), logits_spec.dtype)
+        # argmax writes int64 (intp); a token input of another integer type goes through a scratch array
+        amax = tok if tok.dtype == np.intp else np.empty(batch, np.intp)
+        a_spec = dec._out.get("attention")
+        attn_buf = np.empty((batch, width), a_spec.dtype) if a_spec is not None and a_spec.rank == 2 else None
+        sets = [init, {k: ort.OrtValue.ortvalue_from_shape_and_type(v.shape(), dec._in[k].dtype, dev, 0)
+                       for k, v in init.items()}]
+        tok_v = ort.OrtValue.ortvalue_from_numpy(tok)
+        logits_v = ort.OrtValue.ortvalue_from_numpy(logits)
+        attn_v = ort.OrtValue.ortvalue_from_numpy(attn_buf) if attn_buf is not None else None
+        binds = []
+        for p in range(2):
+            bnd = sess.io_binding()
+            bnd.bind_ortvalue_input("token", tok_v)
+            bnd.bind_ortvalue_input("memory", memory)
+            bnd.bind_cpu_input("src_lengths", src_lengths)
+            for name_in, name_out in self._state_map.items():
+                bnd.bind_ortvalue_input(name_in, sets[p][name_in])
+                bnd.bind_ortvalue_output(name_out, sets[1 - p][name_in])
+            bnd.bind_ortvalue_output("logits", logits_v)
+            if attn_v is not None:
+                bnd.bind_ortvalue_output("attention", attn_v)
+            binds.append(bnd)
+        run = sess.run_with_iobinding
+        hist = np.empty((max_len, batch), np.int64)
+        attn = np.empty((max_len, batch, width), attn_buf.dtype) \
+            if (return_attention and attn_buf is not None) else None
+        stop, done, left = [max_len] * batch, [False] * batch, batch
+        eos = self.eos
+        argmax = logits.argmax
+        for t in range(max_len):
+            run(binds[t & 1])
+            argmax(1, out=amax)
+            if amax is not tok:
+                tok[...] = amax
+            hist[t] = amax
+            if attn is not None:
+                attn[t] = attn_buf
+            row = amax.tolist()
+            if eos in row:  # rare: settle which rows just stopped
+                for b, v in enumerate(row):
+                    if v == eos and not done[b]:
+                        done[b], stop[b] = True, t
+                        left -= 1
+                if not left:
+                    break
+        return hist, stop, attn
 
 
 def companion_paths(path: Path) -> tuple[Path, Path] | None:

@@ -18,7 +18,7 @@ CASES = [
     ("lstm", "digits", ["int8-dynamic", "fp16"]),
     ("peephole", "timing", ["int8-dynamic", "fp16"]),
     ("gru", "sine", ["int8-dynamic", "fp16"]),
-    ("attention", "dates", ["int8-dynamic"]),
+    ("attention", "dates", ["int8-dynamic", "fp16"]),
 ]
 
 
