@@ -1,23 +1,25 @@
-"""Where the int8 GRU's time goes: an ablation and onnxruntime's per-node profile.
+"""Where the int8 GRU's time goes: the variants side by side and onnxruntime's per-node profile.
 
-The suite's GRU int8 graph (``edgelstm.exporters.quantize``, int8-dynamic: each ``GRU`` node is
-rewritten by ``edgelstm.exporters.gru_int8`` into an input-projection ``MatMul`` plus a ``Scan``
-whose body does ``h @ R^T`` and the gate arithmetic, then onnxruntime quantizes both products)
-is barely faster than the fp32 graph with its fused ``GRU`` kernel. This script measures why, on
-the suite's target shape (2 layers, input 128, hidden 256 by default, 10 classes, 1 thread):
+The suite's GRU int8 graph (``edgelstm.exporters.quantize``, int8-dynamic) rewrites each ``GRU``
+node with ``edgelstm.exporters.gru_int8``: the input projection ``X · W^T`` as one ``MatMul``,
+then ``If(T == 1)``: the then-branch is the cell once (the streaming step, no loop), the
+else-branch a ``Scan`` whose body does ``h @ R^T`` and the gate arithmetic; onnxruntime then
+quantizes every product (``EnableSubgraph``). This script measures it on the suite's target
+shape (2 layers, input 128, hidden 256 by default, 10 classes, 1 thread):
 
 * variants, each timed with a bare ``InferenceSession.run`` (same feeds, 1 thread):
-  ``fp32 GRU`` (the exported graph), ``fp32 Scan`` (the rewrite, not quantized: what the
-  decomposition costs by itself), ``int8 Scan`` (the shipped int8 graph), and ``int8 step``:
-  the same int8 cell written out once at the top level, with no ``Scan`` and no length masks
-  (a graph for one streaming step; the change proposed in benchmarks/README.md);
+  ``fp32 GRU`` (the exported graph), ``fp32 rewrite`` (not quantized: what the decomposition
+  costs by itself), ``int8 rewrite`` (the shipped int8 graph), and the ``step graphs``: the
+  same cell written out once at the top level with no ``If``, no ``Scan`` and no length masks
+  (a graph for one streaming step only: the floor for the one-step path);
 * the cost of ``Scan`` itself: a ``Scan`` whose body is one ``Identity``, per call and per step;
-* the cost of one small node: a chain of 64 ``Add`` nodes on ``[1, 768]``;
+* the cost of one small node: a chain of 64 ``Add`` nodes on ``[1, 768]``; of an ``If``;
 * onnxruntime's profiler on the int8 graph (``SessionOptions.enable_profiling``): kernel time per
-  node, grouped into the Scan bodies' nodes, the two Scans' own overhead (their time minus their
-  bodies' kernels), the top-level quantized products, and the rest. The profiler adds its own
-  cost per node, so its absolute figures are larger than the unprofiled ones; it is read for
-  the shares and the node counts.
+  node, grouped into the one-step branch, the Scan bodies, the sequence branch's own nodes
+  (lengths, gathers), the control-flow overhead (``If`` and ``Scan`` time minus the kernels
+  they ran), the top-level quantized products, and the rest. The profiler adds its own cost
+  per node, so its absolute figures are larger than the unprofiled ones; it is read for the
+  shares and the kernel counts.
 
     .venv/bin/python benchmarks/gru_profile.py [--hidden 256] [--layers 2] [--duration 1.0] [--json OUT]
 
@@ -34,6 +36,7 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 import argparse  # noqa: E402
 import collections  # noqa: E402
 import json  # noqa: E402
+import re  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
 import warnings  # noqa: E402
@@ -227,29 +230,50 @@ def profile(path: Path, feeds: dict, runs: int, prefix: str) -> dict:
             rec[0] = e["args"].get("op_name")
             rec[1] += e["dur"]
             rec[2] += 1
-    scans = {k: v for k, v in per_node.items() if v[0] == "Scan"}
-    in_body = {k: v for k, v in per_node.items() if "/step/" in k}
+    def where(k: str) -> str:
+        if re.search(r"/b\d+/", k):
+            return "scan body"
+        if "/t1/" in k:
+            return "one-step branch"
+        if "/seq/" in k:
+            return "sequence branch"
+        return "top"
+
+    control = {k: v for k, v in per_node.items() if v[0] in ("Scan", "If")}
+    inner = {k: v for k, v in per_node.items() if k not in control and where(k) != "top"}
     groups = collections.Counter()
     for k, (op_name, us, _) in per_node.items():
-        if op_name == "Scan":
+        if k in control:
             continue
-        if k in in_body:
-            groups["Scan bodies: " + ("h @ R^T (DynamicQuantizeMatMul)" if "Quant" in op_name or "MatMul" in op_name
-                                      else "gate math, masks, splits")] += us
-        elif "Quant" in op_name or op_name in ("MatMulInteger", "MatMulIntegerToFloat"):
+        product = "Quant" in op_name or "MatMul" in op_name
+        place = where(k)
+        if place == "scan body":
+            groups["Scan bodies: " + ("h @ R^T (int8)" if product else "gate math, splits")] += us
+        elif place == "one-step branch":
+            groups["one-step branch: " + ("h @ R^T (int8)" if product else "gate math, splits, lengths")] += us
+        elif place == "sequence branch":
+            groups["sequence branch: lengths, Y_h gather, reverses"] += us
+        elif product:
             groups["top level: x @ W^T and head (int8 products)"] += us
         else:
-            groups["top level: shapes, masks, transposes, ..."] += us
-    groups["Scan overhead (Scan time minus its body's kernels)"] = sum(v[1] for v in scans.values()) - sum(
-        v[1] for v in in_body.values())
-    body_nodes = collections.Counter(v[0] for v in in_body.values())
+            groups["top level: shapes, T == 1 test, transposes, ..."] += us
+    groups["If / Scan overhead (their time minus the kernels they ran)"] = sum(v[1] for v in control.values()) - sum(
+        v[1] for v in inner.values())
+    calls = collections.Counter()
+    for k, v in per_node.items():
+        calls[where(k) if k not in control else v[0]] += v[2]
+    n_ifs = len([k for k, v in per_node.items() if v[0] == "If"])
     return {"model_run_us": run_us / runs,
             "groups_us": {k: v / runs for k, v in sorted(groups.items(), key=lambda kv: -kv[1])},
             "kernels_per_run": sum(v[2] for v in per_node.values()) / runs,
-            "top_level_kernels": len([k for k in per_node if k not in in_body and per_node[k][0] != "Scan"]),
-            "body_kernels_per_layer_step": sum(body_nodes.values()) / max(1, len(scans)),
-            "body_ops": dict(body_nodes),
-            "top_level_ops": dict(collections.Counter(v[0] for k, v in per_node.items() if k not in in_body))}
+            "kernels_per_run_by_place": {k: v / runs for k, v in calls.items()},
+            "one_step_branch_kernels_per_layer": calls["one-step branch"] / runs / max(1, n_ifs),
+            "scan_body_kernels_per_layer_step": (sum(v[2] for k, v in per_node.items() if where(k) == "scan body")
+                                                 / max(1, sum(v[2] for k, v in per_node.items() if v[0] == "Scan"))),
+            "scans_per_run": sum(v[2] for k, v in per_node.items() if v[0] == "Scan") / runs,
+            "body_ops": dict(collections.Counter(v[0] for k, v in per_node.items() if where(k) == "scan body")),
+            "one_step_ops": dict(collections.Counter(v[0] for k, v in per_node.items() if where(k) == "one-step branch")),
+            "top_level_ops": dict(collections.Counter(v[0] for k, v in per_node.items() if where(k) == "top"))}
 
 
 def main(argv=None) -> int:
@@ -280,9 +304,11 @@ def main(argv=None) -> int:
         onnx.save(decompose_gru(fp32)[0], str(d / "fp32_scan.onnx"))
         onnx.save(step_graph(fp32, H, L), str(d / "fp32_step.onnx"))
         quantize_dynamic(str(d / "fp32_step.onnx"), str(d / "int8_step.onnx"), weight_type=QuantType.QInt8)
-        variants = {"fp32 GRU (exported)": d / "fp32.onnx", "fp32 Scan (rewrite, not quantized)": d / "fp32_scan.onnx",
-                    "int8 Scan (shipped)": d / "int8.onnx", "fp32 step graph (no Scan)": d / "fp32_step.onnx",
-                    "int8 step graph (no Scan, proposed)": d / "int8_step.onnx"}
+        variants = {"fp32 GRU (exported)": d / "fp32.onnx",
+                    "fp32 rewrite (If + Scan, not quantized)": d / "fp32_scan.onnx",
+                    "int8 rewrite (If + Scan, shipped)": d / "int8.onnx",
+                    "fp32 step graph (cell once, no If)": d / "fp32_step.onnx",
+                    "int8 step graph (cell once, no If)": d / "int8_step.onnx"}
         # the step graphs must compute the same step as the exported graph
         ref, step = session(d / "fp32.onnx"), session(d / "fp32_step.onnx")
         f1 = feeds_for(ref, 1, 1, H, L)
@@ -330,9 +356,9 @@ def main(argv=None) -> int:
               f"one Add [1,{3 * H}] node {out['small_node_us']:.2f} us", file=sys.stderr)
         sess = session(d / "int8.onnx")
         for case, (b, t) in {"step b1": (1, 1), "sequence b1 t256": (1, 256)}.items():
-            out.setdefault("profile_int8_scan", {})[case] = profile(
+            out.setdefault("profile_int8", {})[case] = profile(
                 d / "int8.onnx", feeds_for(sess, b, t, H, L), 2000 if t == 1 else 40, str(d / "prof"))
-        print(json.dumps(out["profile_int8_scan"], indent=1), file=sys.stderr)
+        print(json.dumps(out["profile_int8"], indent=1), file=sys.stderr)
     if args.json:
         write_text_atomic(Path(args.json), json.dumps(out, indent=1) + "\n")
     return 0

@@ -140,6 +140,7 @@ SUMMARY_COLUMNS: list[tuple[str, str]] = [
     ("quality", "quality"), ("persistence_rmse", "persistence"), ("solved_at_epoch", "solved at epoch"),
     ("params", "params"), ("fp32_kb", "fp32 KB"), ("int8_kb", "int8 KB"), ("int8_size_%", "int8 size %"),
     ("recurrent", "recurrent nodes"), ("export_err", "export max err"), ("verify", "verify"),
+    ("fp32_max_err", "verify fp32 max err"), ("int8_sqnr_db", "int8 SQNR dB"), ("drift_growth", "drift growth"),
     ("torch_step_us", "torch step us"), ("fp32_step_us", "fp32 step us"), ("fp32_speedup", "fp32 speed-up"),
     ("int8_step_us", "int8 step us"), ("int8_speedup", "int8 speed-up"), ("train_s", "train s"),
 ]
@@ -213,6 +214,8 @@ def failures(ctx: DemoContext) -> list[str]:
     out = []
     for r in ctx.rows:
         out += [f"{r['family']}/{r['dataset']}: {k}: {v}" for k, v in r.items() if k.startswith("error:")]
+        if str(r.get("verify", "")).startswith("FAIL"):
+            out.append(f"{r['family']}/{r['dataset']}: verify {r['verify']}")
         if str(r.get("quality", "")).startswith("FAIL"):
             out.append(f"{r['family']}/{r['dataset']}: {r['metric']} {r['test']} {r['quality']}")
     return out

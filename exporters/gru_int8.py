@@ -29,6 +29,7 @@ must be initializers (the quantizer only quantizes constant weights).
 """
 from __future__ import annotations
 
+import heapq
 import logging
 from dataclasses import dataclass
 
@@ -70,13 +71,28 @@ def _onnx_opset(model: onnx.ModelProto) -> int:
 
 
 class _Builder:
-    """Collects nodes and initializers under a unique name prefix."""
+    """Collects the nodes of one graph (top level, a branch or a Scan body); names are unique over
+    the whole model (``taken`` is shared), so subgraphs can read top-level tensors by name."""
 
-    def __init__(self, prefix: str, taken: set[str]):
+    def __init__(self, prefix: str, taken: set[str], opset: int, inits: list[onnx.TensorProto] | None = None,
+                 cache: dict[tuple, str] | None = None):
         self.prefix = prefix
         self.taken = taken
+        self.opset = opset
         self.nodes: list[onnx.NodeProto] = []
-        self.inits: list[onnx.TensorProto] = []
+        self.inits = [] if inits is None else inits
+        self.cache = {} if cache is None else cache  # small constants by value
+
+    def sub(self, prefix: str, scope: bool = True) -> "_Builder":
+        """A builder for a subgraph (``scope``: its own initializers) or for more top-level nodes.
+
+        Subgraphs keep their small constants (split sizes, axes) as their own initializers:
+        onnxruntime's quantizer infers each subgraph's shapes on its own, without the outer
+        scope, and an unknown ``split`` input gets even halves there. Weights stay at the top
+        level, read from the outer scope (one copy for both branches)."""
+        if scope:
+            return _Builder(prefix, self.taken, self.opset)
+        return _Builder(prefix, self.taken, self.opset, self.inits, self.cache)
 
     def name(self, base: str) -> str:
         n = f"{self.prefix}/{base}"
@@ -88,68 +104,235 @@ class _Builder:
         return n
 
     def const(self, base: str, value: np.ndarray) -> str:
+        value = np.ascontiguousarray(value)
+        key = (value.dtype.str, value.shape, value.tobytes()) if value.size <= 16 else None
+        if key is not None and key in self.cache:
+            return self.cache[key]
         n = self.name(base)
-        self.inits.append(numpy_helper.from_array(np.asarray(value), n))
+        self.inits.append(numpy_helper.from_array(value, n))
+        if key is not None:
+            self.cache[key] = n
         return n
 
-    def op(self, op_type: str, inputs: list[str], base: str, n_out: int = 1, **attrs) -> list[str] | str:
-        outs = [self.name(f"{base}_out{i}" if n_out > 1 else base) for i in range(n_out)]
-        self.nodes.append(helper.make_node(op_type, inputs, outs, name=self.name(f"{base}_node"), **attrs))
-        return outs if n_out > 1 else outs[0]
+    def op(self, op_type: str, inputs: list[str], base: str, n_out: int = 1, out: list[str] | None = None,
+           **attrs) -> list[str] | str:
+        outs = out or [self.name(f"{base}{i}" if n_out > 1 else base) for i in range(n_out)]
+        # a node is named after its first output (unique: ``taken`` holds node and tensor names)
+        node_name = outs[0] if outs[0].startswith(f"{self.prefix}/") else self.name(base)
+        self.taken.add(node_name)
+        self.nodes.append(helper.make_node(op_type, inputs, outs, name=node_name, **attrs))
+        return outs if len(outs) > 1 else outs[0]
+
+    def dim(self, x: str, axis: int, base: str) -> str:
+        """``Shape(x)[axis:axis+1]`` as a ``[1]`` int64 tensor (one kernel from opset 15)."""
+        if self.opset >= 15:
+            return self.op("Shape", [x], base, start=axis, end=axis + 1)
+        shape = self.op("Shape", [x], base + "_shape")
+        return self.op("Slice", [shape, self.const(base + "_s", np.array([axis], np.int64)),
+                                 self.const(base + "_e", np.array([axis + 1], np.int64))], base)
 
 
-def _body(prefix: str, d: int, hidden: int, r_t: np.ndarray, rb_h: np.ndarray, lbr: int,
-          masked: bool, dtype) -> onnx.GraphProto:
-    """The Scan body of one direction: state ``h_prev [B, H]``, scan inputs ``xw_t [B, 3H]``
-    (input projection with every bias that can be folded) and, when masked, ``m_t [B, 1]`` bool."""
-    H = hidden
-    b = _Builder(f"{prefix}/d{d}/step", set())
-    h_prev, xw_t, m_t = b.name("h_prev"), b.name("xw_t"), b.name("m_t")
-    split_2h_h = b.const("split_2h_h", np.array([2 * H, H], dtype=np.int64))
-    x_zr, x_h = b.op("Split", [xw_t, split_2h_h], "split_x", n_out=2, axis=1)
+@dataclass
+class _Direction:
+    """Top-level names of one direction's weights (all initializers, read from the subgraphs)."""
+
+    xw: str                 # X · W^T + folded biases, [T, B, 3H]
+    h0: str                 # initial state, [1, B, H]
+    r_t: str = ""           # lbr=1: R^T [H, 3H]
+    rb: str = ""            # lbr=1: [0, 0, Rb_h] added right after h · R^T ("" when all zero)
+    r_zr_t: str = ""        # lbr=0: [Rz; Rr]^T [H, 2H]
+    r_h_t: str = ""         # lbr=0: Rh^T [H, H]
+    reverse: bool = False
+
+
+@dataclass
+class _Shared:
+    """Top-level constants and tensors shared by every GRU node of the graph (computed once)."""
+
+    is_one_step: dict[object, str]   # time key -> [1] bool, T == 1
+    valid: dict[str, str]            # sequence_lens name -> [B, 1] bool, len > 0
+
+
+def _cell(b: _Builder, w: _Direction, xw: str, h_prev: str, H: int,
+          lbr: int) -> str:
+    """One GRU step in the operator's own formula (gates z, r, h; Sigmoid, Tanh), on ``xw`` =
+    ``x_t · W^T + biases [.., 3H]`` and ``h_prev [.., H]`` (any matching leading dims)."""
+    s2 = b.const(f"split_{2 * H}_{H}", np.array([2 * H, H], np.int64))
+    s1 = b.const(f"split_{H}_{H}", np.array([H, H], np.int64))
+    x_zr, x_h = b.op("Split", [xw, s2], "split_x", n_out=2, axis=-1)
     if lbr:
-        # one product for the three gates: h_prev · R^T  [B, 3H]
-        rt = b.const("R_T", r_t)                                   # [H, 3H]
-        hr = b.op("MatMul", [h_prev, rt], "h_R")                   # [B, 3H]
-        h_zr, h_h = b.op("Split", [hr, split_2h_h], "split_h", n_out=2, axis=1)
-        zr = b.op("Sigmoid", [b.op("Add", [x_zr, h_zr], "pre_zr")], "zr")  # [B, 2H]
-        z, r = b.op("Split", [zr, b.const("split_h_h", np.array([H, H], dtype=np.int64))], "split_zr",
-                    n_out=2, axis=1)
-        hh_b = b.op("Add", [h_h, b.const("Rb_h", rb_h)], "h_Rh_b")  # h_prev·Rh^T + Rbh
-        n = b.op("Tanh", [b.op("Add", [x_h, b.op("Mul", [r, hh_b], "r_h")], "pre_n")], "n")
-    else:
-        # z, r from h_prev · [Rz; Rr]^T, then the candidate from (r ⊙ h_prev) · Rh^T
-        rt_zr = b.const("R_zr_T", np.ascontiguousarray(r_t[:, : 2 * H]))  # [H, 2H]
-        rt_h = b.const("R_h_T", np.ascontiguousarray(r_t[:, 2 * H:]))     # [H, H]
-        h_zr = b.op("MatMul", [h_prev, rt_zr], "h_Rzr")
+        hr = b.op("MatMul", [h_prev, w.r_t], "h_R")                          # [.., 3H]
+        if w.rb:  # onnxruntime folds this Add into the quantized product's bias
+            hr = b.op("Add", [hr, w.rb], "h_R_b")
+        h_zr, h_h = b.op("Split", [hr, s2], "split_h", n_out=2, axis=-1)
         zr = b.op("Sigmoid", [b.op("Add", [x_zr, h_zr], "pre_zr")], "zr")
-        z, r = b.op("Split", [zr, b.const("split_h_h", np.array([H, H], dtype=np.int64))], "split_zr",
-                    n_out=2, axis=1)
-        rh = b.op("MatMul", [b.op("Mul", [r, h_prev], "r_hprev"), rt_h], "rh_Rh")  # Rbh folded into x_h
-        n = b.op("Tanh", [b.op("Add", [x_h, rh], "pre_n")], "n")
-    # h_t = (1 - z) ⊙ n + z ⊙ h_prev  (the operator's own form, to stay within rounding of it)
-    one = b.const("one", np.array(1.0, dtype=dtype))
-    h_new = b.op("Add", [b.op("Mul", [b.op("Sub", [one, z], "one_minus_z"), n], "zn"),
-                         b.op("Mul", [z, h_prev], "zh")], "h_new")
-    if masked:
-        zero = b.const("zero", np.array(0.0, dtype=dtype))
-        h_out = b.op("Where", [m_t, h_new, h_prev], "h_out")
-        y_t = b.op("Where", [m_t, h_new, zero], "y_t")
+        z, r = b.op("Split", [zr, s1], "split_zr", n_out=2, axis=-1)
+        n = b.op("Tanh", [b.op("Add", [x_h, b.op("Mul", [r, h_h], "r_h")], "pre_n")], "n")
     else:
-        h_out = b.op("Identity", [h_new], "h_out")
-        y_t = b.op("Identity", [h_new], "y_t")
-    elem = onnx.helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
-    inputs = [helper.make_tensor_value_info(h_prev, elem, ["batch", H]),
-              helper.make_tensor_value_info(xw_t, elem, ["batch", 3 * H])]
-    if masked:
-        inputs.append(helper.make_tensor_value_info(m_t, TensorProto.BOOL, ["batch", 1]))
-    outputs = [helper.make_tensor_value_info(h_out, elem, ["batch", H]),
-               helper.make_tensor_value_info(y_t, elem, ["batch", H])]
-    return helper.make_graph(b.nodes, f"{prefix}_d{d}_body", inputs, outputs, initializer=b.inits)
+        h_zr = b.op("MatMul", [h_prev, w.r_zr_t], "h_Rzr")                   # [.., 2H]
+        zr = b.op("Sigmoid", [b.op("Add", [x_zr, h_zr], "pre_zr")], "zr")
+        z, r = b.op("Split", [zr, s1], "split_zr", n_out=2, axis=-1)
+        rh = b.op("MatMul", [b.op("Mul", [r, h_prev], "r_hprev"), w.r_h_t], "rh_Rh")  # Rb_h folded into x_h
+        n = b.op("Tanh", [b.op("Add", [x_h, rh], "pre_n")], "n")
+    # h_t = (1 - z) ⊙ n + z ⊙ h_prev, written n + z ⊙ (h_prev - n): one kernel less
+    return b.op("Add", [n, b.op("Mul", [z, b.op("Sub", [h_prev, n], "h_minus_n")], "z_d")], "h_new")
 
 
-def _rewrite_node(node: onnx.NodeProto, inits: dict[str, onnx.TensorProto], taken: set[str],
-                  index: int) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto], GruRewrite]:
+def _vi(name: str, elem: int, dims: list) -> onnx.ValueInfoProto:
+    """Typed value info; ``None`` dims get a symbol of their own (batch and time vary)."""
+    return helper.make_tensor_value_info(name, elem, [f"{name}_{i}" if d is None else d for i, d in enumerate(dims)])
+
+
+def _const_ints(name: str, consts: dict[str, np.ndarray]) -> list[int] | None:
+    v = consts.get(name)
+    return None if v is None else [int(i) for i in np.asarray(v).reshape(-1)]
+
+
+def _time_key(name: str, producers: dict[str, onnx.NodeProto], consts: dict[str, np.ndarray]) -> str:
+    """The tensor whose axis 0 is ``name``'s axis 0 (time), following ops that keep that axis:
+    a layout-0 GRU's ``Y`` (same T as its ``X``), ``Identity``, ``Squeeze`` of other axes,
+    ``Transpose`` keeping axis 0 and ``Reshape`` copying axis 0 (shape ``[0, ...]``). Two GRU nodes with one key run over the same number of steps."""
+    for _ in range(1000):
+        node = producers.get(name)
+        if node is None:
+            return name
+        if node.op_type == "Identity":
+            name = node.input[0]
+        elif node.op_type == "GRU" and node.output[0] == name and int(_attr(node, "layout", 0)) == 0:
+            name = node.input[0]
+        elif node.op_type == "Transpose" and list(_attr(node, "perm", [0]))[:1] == [0]:
+            name = node.input[0]
+        elif node.op_type == "Reshape" and not _attr(node, "allowzero", 0) and \
+                (_const_ints(node.input[1], consts) or [None])[0] == 0:  # 0: copy axis 0
+            name = node.input[0]
+        elif node.op_type == "Squeeze":
+            axes = _attr(node, "axes")
+            axes = list(axes) if axes is not None else (
+                _const_ints(node.input[1], consts) if len(node.input) > 1 and node.input[1] else None)
+            if not axes or any(a <= 0 for a in axes):  # unknown, all, axis 0 or negative (rank unknown)
+                return name
+            name = node.input[0]
+        else:
+            return name
+    return name
+
+
+def _weights(b: _Builder, d: int, W: np.ndarray, R: np.ndarray, Bias: np.ndarray, H: int, lbr: int,
+             x: str, h0: str, reverse: bool) -> _Direction:
+    three_h = 3 * H
+    wb, rb = Bias[d, :three_h], Bias[d, three_h:]
+    # biases folded into the input projection: z and r always, h too when linear_before_reset=0
+    fold = wb.copy()
+    fold[: 2 * H] += rb[: 2 * H]
+    if not lbr:
+        fold[2 * H:] += rb[2 * H:]
+    xw = b.op("MatMul", [x, b.const(f"d{d}_W_T", W[d].T)], f"d{d}_xW")                     # [T, B, 3H]
+    xw = b.op("Add", [xw, b.const(f"d{d}_bias_x", fold.astype(W.dtype))], f"d{d}_xW_b")
+    w = _Direction(xw=xw, h0=h0, reverse=reverse)
+    if lbr:
+        w.r_t = b.const(f"d{d}_R_T", R[d].T)                                               # [H, 3H]
+        if np.any(rb[2 * H:]):
+            w.rb = b.const(f"d{d}_bias_h", np.concatenate([np.zeros(2 * H, W.dtype), rb[2 * H:]]).astype(W.dtype))
+    else:
+        w.r_zr_t = b.const(f"d{d}_R_zr_T", R[d][: 2 * H].T)                                # [H, 2H]
+        w.r_h_t = b.const(f"d{d}_R_h_T", R[d][2 * H:].T)                                   # [H, H]
+    return w
+
+
+def _one_step_branch(top: _Builder, shared: _Shared, dirs: list[_Direction], H: int, lbr: int,
+                     valid: str | None, want_y: bool, want_yh: bool, elem: int, dtype) -> onnx.GraphProto:
+    """T == 1: the cell once per direction on ``[1, B, *]`` tensors (direction does not matter for
+    one step). A sequence of length 0 gets zeros in ``Y`` and ``Y_h``, as onnxruntime's ``GRU``."""
+    b = top.sub(f"{top.prefix}/t1")
+    outs = []
+    for d, w in enumerate(dirs):
+        h_new = _cell(b, w, w.xw, w.h0, H, lbr)                               # [1, B, H]
+        if valid is not None:
+            h_new = b.op("Where", [valid, h_new, b.const(f"d{d}_zero", np.zeros(1, dtype))], f"d{d}_h_len")
+        outs.append(h_new)
+    yh = outs[0] if len(outs) == 1 else b.op("Concat", outs, "h_cat", axis=0)             # [D, B, H]
+    g_out = []
+    if want_y:
+        y = b.op("Unsqueeze", [yh, b.const("ax0", np.array([0], np.int64))], "y")       # [1, D, B, H]
+        g_out.append(_vi(y, elem, [None, len(dirs), None, H]))
+    if want_yh:
+        g_out.append(_vi(yh, elem, [len(dirs), None, H]))
+    return helper.make_graph(b.nodes, f"{top.prefix}_one_step", [], g_out, initializer=b.inits)
+
+
+def _scan_body(top: _Builder, shared: _Shared, w: _Direction, d: int, H: int, lbr: int, want_seq: bool,
+               elem: int) -> onnx.GraphProto:
+    """One step of the Scan: state ``h_prev [B, H]``, scan input ``xw_t [B, 3H]``; outputs the new
+    state and, when ``want_seq``, the same value as the scan output."""
+    b = top.sub(f"{top.prefix}/b{d}")
+    h_prev, xw_t = b.name("h_prev"), b.name("xw_t")
+    h_new = _cell(b, w, xw_t, h_prev, H, lbr)
+    outs = [_vi(h_new, elem, [None, H])]
+    if want_seq:  # a graph output may not appear twice (onnxruntime then loses the state)
+        outs.append(_vi(b.op("Identity", [h_new], "y_t"), elem, [None, H]))
+    return helper.make_graph(b.nodes, f"{top.prefix}_d{d}_body", [_vi(h_prev, elem, [None, H]), _vi(xw_t, elem, [None, 3 * H])],
+                             outs, initializer=b.inits)
+
+
+def _sequence_branch(top: _Builder, shared: _Shared, dirs: list[_Direction], H: int, lbr: int,
+                     lens: str | None, valid: str | None, want_y: bool, want_yh: bool, elem: int,
+                     dtype) -> onnx.GraphProto:
+    """Any T: a ``Scan`` per direction. With ``sequence_lens`` the Scan runs unmasked (no
+    per-step mask): the reverse direction reads each sequence's first ``len`` steps reversed
+    (``ReverseSequence``), ``Y_h`` is the output at step ``len - 1`` (zeros for ``len = 0``) and
+    ``Y`` is zeroed beyond ``len``."""
+    b = top.sub(f"{top.prefix}/seq")
+    ax0 = b.const("ax0", np.array([0], np.int64))
+    ys, yhs = [], []
+    if lens is not None:
+        lens64 = b.op("Cast", [lens], "lens_i64", to=TensorProto.INT64)                     # [B]
+        last = b.op("Max", [b.op("Sub", [lens64, b.const("one_i", np.array(1, np.int64))], "len_m1"),
+                            b.const("zero_i", np.array(0, np.int64))], "last")        # [B], >= 0
+        last = b.op("Unsqueeze", [last, b.const("ax02", np.array([0, 2], np.int64))], "last_1b1")  # [1, B, 1]
+        if want_y:
+            t_len = b.op("Squeeze", [b.dim(dirs[0].xw, 0, "t_len"), ax0], "t_scalar")
+            steps = b.op("Range", [b.const("zero_i", np.array(0, np.int64)), t_len,
+                                   b.const("one_i", np.array(1, np.int64))], "steps")  # [T]
+            mask = b.op("Less", [b.op("Unsqueeze", [steps, b.const("ax1", np.array([1], np.int64))], "steps_col"),
+                                 b.op("Unsqueeze", [lens64, ax0], "lens_row")], "valid_tb")  # [T, B]
+            mask = b.op("Unsqueeze", [mask, b.const("ax2", np.array([2], np.int64))], "mask")  # [T, B, 1]
+    for d, w in enumerate(dirs):
+        h0 = b.op("Squeeze", [w.h0, ax0], f"d{d}_h0")                                       # [B, H]
+        if lens is None:
+            body = _scan_body(top, shared, w, d, H, lbr, want_y, elem)
+            flag = [1 if w.reverse else 0]
+            res = b.op("Scan", [h0, w.xw], f"d{d}_scan", n_out=1 + want_y, body=body, num_scan_inputs=1,
+                       scan_input_directions=flag, **({"scan_output_directions": flag} if want_y else {}))
+            h_last, y_d = (res if want_y else (res, None))
+            yhs.append(b.op("Unsqueeze", [h_last, ax0], f"d{d}_h"))                          # [1, B, H]
+        else:
+            xw = w.xw
+            if w.reverse:
+                xw = b.op("ReverseSequence", [xw, lens64], f"d{d}_x_rev", batch_axis=1, time_axis=0)
+            body = _scan_body(top, shared, w, d, H, lbr, True, elem)
+            _, y_d = b.op("Scan", [h0, xw], f"d{d}_scan", n_out=2, body=body, num_scan_inputs=1)  # [T, B, H]
+            idx = b.op("Expand", [last, b.op("Shape", [b.op("Unsqueeze", [h0, ax0], f"d{d}_h0_1bh")], f"d{d}_shape_1bh")],
+                       f"d{d}_last_1bh")                                                      # [1, B, H]
+            h_last = b.op("GatherElements", [y_d, idx], f"d{d}_h_last", axis=0)              # [1, B, H]
+            yhs.append(b.op("Where", [valid, h_last, b.const(f"d{d}_zero", np.zeros(1, dtype))], f"d{d}_h"))
+            if want_y:
+                if w.reverse:
+                    y_d = b.op("ReverseSequence", [y_d, lens64], f"d{d}_y_rev", batch_axis=1, time_axis=0)
+                y_d = b.op("Where", [mask, y_d, b.const(f"d{d}_zero", np.zeros(1, dtype))], f"d{d}_y_len")
+        if want_y:
+            ys.append(b.op("Unsqueeze", [y_d, b.const("ax1", np.array([1], np.int64))], f"d{d}_y"))  # [T, 1, B, H]
+    g_out = []
+    if want_y:
+        y = ys[0] if len(ys) == 1 else b.op("Concat", ys, "y_cat", axis=1)                 # [T, D, B, H]
+        g_out.append(_vi(y, elem, [None, len(dirs), None, H]))
+    if want_yh:
+        yh = yhs[0] if len(yhs) == 1 else b.op("Concat", yhs, "h_cat", axis=0)             # [D, B, H]
+        g_out.append(_vi(yh, elem, [len(dirs), None, H]))
+    return helper.make_graph(b.nodes, f"{top.prefix}_sequence", [], g_out, initializer=b.inits)
+
+
+def _rewrite_node(node: onnx.NodeProto, inits: dict[str, onnx.TensorProto], top: _Builder, shared: _Shared,
+                  index: int, time_key: object, used: set[str]) -> GruRewrite:
     label = node.name or f"GRU#{index}"
     acts = _attr(node, "activations")
     if acts is not None:
@@ -183,67 +366,67 @@ def _rewrite_node(node: onnx.NodeProto, inits: dict[str, onnx.TensorProto], take
     Bias = (numpy_helper.to_array(inits[b_name]) if b_name
             else np.zeros((D, 2 * three_h), dtype=W.dtype))  # [D, 6H] = [Wb; Rb]
     dtype = W.dtype
+    elem = helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
     outs = list(node.output) + [""] * (2 - len(node.output))
-    y_name, yh_name = outs[:2]
+    y_name, yh_name = (n if n in used else "" for n in outs[:2])  # outputs nobody reads are not computed
+    if not (y_name or yh_name):
+        return GruRewrite(label, D, H, lbr, layout)
 
-    b = _Builder(label, taken)
+    b = top.sub(label, scope=False)
     # --- boundary layout: time-major inside ----------------------------------------------
-    x = b.op("Transpose", [x_name], "x_tbi", perm=[1, 0, 2]) if layout == 1 else x_name  # [T, B, I]
-    h0_all = None
+    x = b.op("Transpose", [x_name], "x_tbi", perm=[1, 0, 2]) if layout == 1 else x_name   # [T, B, I]
     if h0_name:
         h0_all = b.op("Transpose", [h0_name], "h0_dbh", perm=[1, 0, 2]) if layout == 1 else h0_name  # [D, B, H]
-    shape_x = b.op("Shape", [x], "shape_x")
-    batch = b.op("Slice", [shape_x, b.const("i1", np.array([1], np.int64)), b.const("i2", np.array([2], np.int64))],
-                 "batch")  # [1]
-    masked = bool(sl_name)
-    mask = None
-    if masked:
-        t_len = b.op("Slice", [shape_x, b.const("i0", np.array([0], np.int64)),
-                               b.const("i1b", np.array([1], np.int64))], "t_len")
-        t_scalar = b.op("Squeeze", [t_len, b.const("ax0", np.array([0], np.int64))], "t_scalar")
-        steps = b.op("Range", [b.const("zero_i", np.array(0, np.int64)), t_scalar,
-                               b.const("one_i", np.array(1, np.int64))], "steps")          # [T]
-        steps_col = b.op("Unsqueeze", [steps, b.const("ax1", np.array([1], np.int64))], "steps_col")  # [T, 1]
-        lens = b.op("Cast", [sl_name], "lens_i64", to=TensorProto.INT64)                  # [B]
-        lens_row = b.op("Unsqueeze", [lens, b.const("ax0b", np.array([0], np.int64))], "lens_row")  # [1, B]
-        valid = b.op("Less", [steps_col, lens_row], "valid")                               # [T, B]
-        mask = b.op("Unsqueeze", [valid, b.const("ax2", np.array([2], np.int64))], "mask")  # [T, B, 1]
-    y_dirs, h_dirs = [], []
-    for d in range(D):
-        reverse = direction == "reverse" or (direction == "bidirectional" and d == 1)
-        wb, rb = Bias[d, :three_h], Bias[d, three_h:]
-        # biases folded into the input projection: z and r always, h too when linear_before_reset=0
-        fold = wb.copy()
-        fold[: 2 * H] += rb[: 2 * H]
-        if not lbr:
-            fold[2 * H:] += rb[2 * H:]
-        w_t = b.const(f"d{d}_W_T", np.ascontiguousarray(W[d].T))                        # [I, 3H]
-        xw = b.op("MatMul", [x, w_t], f"d{d}_xW")                                         # [T, B, 3H]
-        xw = b.op("Add", [xw, b.const(f"d{d}_bias_x", fold.astype(dtype))], f"d{d}_xW_b")
-        if h0_all is not None:
-            h0 = b.op("Gather", [h0_all, b.const(f"d{d}_idx", np.array(d, np.int64))], f"d{d}_h0", axis=0)  # [B, H]
-        else:
-            h0 = b.op("ConstantOfShape", [b.op("Concat", [batch, b.const(f"d{d}_H", np.array([H], np.int64))],
-                                                f"d{d}_h0_shape", axis=0)],
-                      f"d{d}_h0", value=numpy_helper.from_array(np.zeros(1, dtype)))
-        body = _body(label, d, H, np.ascontiguousarray(R[d].T), rb[2 * H:].astype(dtype), lbr, masked, dtype)
-        scan_in = [xw] + ([mask] if masked else [])
-        h_last, y_d = b.op("Scan", [h0] + scan_in, f"d{d}_scan", n_out=2, body=body,
-                           num_scan_inputs=len(scan_in),
-                           scan_input_directions=[1 if reverse else 0] * len(scan_in),
-                           scan_output_directions=[1 if reverse else 0])
-        y_dirs.append(b.op("Unsqueeze", [y_d, b.const(f"d{d}_ax1", np.array([1], np.int64))], f"d{d}_y"))  # [T,1,B,H]
-        h_dirs.append(b.op("Unsqueeze", [h_last, b.const(f"d{d}_ax0", np.array([0], np.int64))], f"d{d}_h"))  # [1,B,H]
+        h0s = [h0_all] if D == 1 else b.op("Split", [h0_all, b.const("split_1_1", np.ones(2, np.int64))], "h0",
+                                           n_out=2, axis=0)                               # [1, B, H] each
+    else:
+        shape = b.op("Concat", [b.const("one_l", np.array([1], np.int64)), b.dim(x, 1, "batch"),
+                                b.const("hidden", np.array([H], np.int64))], "h0_shape", axis=0)
+        h0s = [b.op("ConstantOfShape", [shape], "h0", value=numpy_helper.from_array(np.zeros(1, dtype)))] * D
+    # --- shared by every GRU over the same steps / lengths: T == 1, len > 0 -----------------
+    if time_key not in shared.is_one_step:
+        shared.is_one_step[time_key] = b.op("Equal", [b.dim(x, 0, "t_len"), b.const("one_l", np.array([1], np.int64))],
+                                            "is_one_step")                                # [1] bool
+    valid = None
+    if sl_name:
+        if sl_name not in shared.valid:
+            pos = b.op("Greater", [sl_name, b.const("zero_len", np.zeros(1, np.int32))], "len_pos")  # [B]
+            shared.valid[sl_name] = b.op("Unsqueeze", [pos, b.const("ax1", np.array([1], np.int64))], "valid")
+        valid = shared.valid[sl_name]                                                      # [B, 1]
+    dirs = [_weights(b, d, W, R, Bias, H, lbr, x, h0s[d],
+                     direction == "reverse" or (direction == "bidirectional" and d == 1)) for d in range(D)]
+    want_y, want_yh = bool(y_name), bool(yh_name)
+    then_g = _one_step_branch(b, shared, dirs, H, lbr, valid, want_y, want_yh, elem, dtype)
+    else_g = _sequence_branch(b, shared, dirs, H, lbr, sl_name or None, valid, want_y, want_yh, elem, dtype)
+    if_out = []
+    if want_y:
+        if_out.append(y_name if layout == 0 else b.name("y_tdbh"))
+    if want_yh:
+        if_out.append(yh_name if layout == 0 else b.name("yh_dbh"))
+    b.op("If", [shared.is_one_step[time_key]], "one_step_or_scan", out=if_out, then_branch=then_g,
+         else_branch=else_g)
     # --- outputs, back to the node's layout -------------------------------------------------
-    if y_name:
-        y = y_dirs[0] if D == 1 else b.op("Concat", y_dirs, "y_cat", axis=1)             # [T, D, B, H]
-        b.nodes.append(helper.make_node("Transpose" if layout == 1 else "Identity", [y], [y_name],
-                                        name=b.name("Y_node"), **({"perm": [2, 0, 1, 3]} if layout == 1 else {})))
-    if yh_name:
-        yh = h_dirs[0] if D == 1 else b.op("Concat", h_dirs, "h_cat", axis=0)            # [D, B, H]
-        b.nodes.append(helper.make_node("Transpose" if layout == 1 else "Identity", [yh], [yh_name],
-                                        name=b.name("Y_h_node"), **({"perm": [1, 0, 2]} if layout == 1 else {})))
-    return b.nodes, b.inits, GruRewrite(label, D, H, lbr, layout)
+    if layout == 1:
+        if want_y:
+            b.op("Transpose", [if_out[0]], "Y", out=[y_name], perm=[2, 0, 1, 3])
+        if want_yh:
+            b.op("Transpose", [if_out[-1]], "Y_h", out=[yh_name], perm=[1, 0, 2])
+    top.nodes.extend(b.nodes)
+    return GruRewrite(label, D, H, lbr, layout)
+
+
+def _consumed(graph: onnx.GraphProto, out: set[str]) -> set[str]:
+    """Every tensor name read by a node of ``graph`` or its subgraphs, or output by ``graph``."""
+    out.update(o.name for o in graph.output)
+    for n in graph.node:
+        out.update(n.input)
+        for a in n.attribute:
+            if a.type == onnx.AttributeProto.GRAPH:
+                _consumed(a.g, out)
+            elif a.type == onnx.AttributeProto.GRAPHS:
+                for g in a.graphs:
+                    _consumed(g, out)
+    return out
 
 
 def decompose_gru(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list[GruRewrite]]:
@@ -263,32 +446,112 @@ def decompose_gru(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list[GruRewr
     out.CopyFrom(model)
     g = out.graph
     inits = {t.name: t for t in g.initializer}
-    taken = {t.name for t in g.initializer} | {n.name for n in g.node}
+    taken = {t.name for t in g.initializer}
+
+    def collect(graph: onnx.GraphProto) -> None:
+        for n in graph.node:
+            taken.add(n.name)
+            taken.update(n.input)
+            taken.update(n.output)
+            for a in n.attribute:
+                if a.type == onnx.AttributeProto.GRAPH:
+                    collect(a.g)
+                elif a.type == onnx.AttributeProto.GRAPHS:
+                    for sg in a.graphs:
+                        collect(sg)
+        taken.update(v.name for v in list(graph.input) + list(graph.output) + list(graph.value_info))
+        taken.update(t.name for t in graph.initializer)
+    collect(g)
+    used = _consumed(g, set())
+    producers = {o: n for n in g.node for o in n.output}
+    consts = {t.name: numpy_helper.to_array(t) for t in g.initializer if len(t.dims) <= 1}
     for n in g.node:
-        taken.update(n.input)
-        taken.update(n.output)
-    taken.update(v.name for v in list(g.input) + list(g.output) + list(g.value_info))
+        if n.op_type == "Constant" and n.attribute and n.attribute[0].type == onnx.AttributeProto.TENSOR:
+            consts[n.output[0]] = numpy_helper.to_array(n.attribute[0].t)
+    new_inits: list[onnx.TensorProto] = []
+    cache: dict[tuple, str] = {}
+    shared = _Shared({}, {})
     new_nodes: list[onnx.NodeProto] = []
     rewrites: list[GruRewrite] = []
     used_weights: set[str] = set()
     for i, node in enumerate(g.node):
         if node.op_type == "GRU" and node.domain in ("", "ai.onnx"):
-            nodes, new_inits, info = _rewrite_node(node, inits, taken, i)
-            new_nodes.extend(nodes)
-            g.initializer.extend(new_inits)
-            rewrites.append(info)
+            top = _Builder("", taken, opset, new_inits, cache)  # shared constants over all nodes
+            key = ((_time_key(node.input[0], producers, consts), 0) if int(_attr(node, "layout", 0)) == 0
+                   else (node.input[0], 1))
+            rewrites.append(_rewrite_node(node, inits, top, shared, i, key, used))
+            new_nodes.extend(top.nodes)
             used_weights.update(x for x in list(node.input)[1:4] if x)
         else:
             new_nodes.append(node)
     del g.node[:]
     g.node.extend(new_nodes)
+    g.initializer.extend(new_inits)
     # drop the original W/R/B when nothing else reads them
-    still_read = {x for n in g.node for x in n.input} | {o.name for o in g.output}
+    still_read = _consumed(g, set())
     keep = [t for t in g.initializer if t.name not in used_weights or t.name in still_read]
     del g.initializer[:]
     g.initializer.extend(keep)
     # value_info of the old GRU outputs may carry shapes that still hold; leave them.
     for info in rewrites:
-        log.info("GRU %s: rewritten as MatMul + Scan (%d direction(s), hidden %d, linear_before_reset=%d)",
-                 info.node, info.directions, info.hidden_size, info.linear_before_reset)
+        log.info("GRU %s: rewritten as MatMul + If(T == 1: one cell, else Scan) (%d direction(s), hidden %d, "
+                 "linear_before_reset=%d)", info.node, info.directions, info.hidden_size, info.linear_before_reset)
     return out, rewrites
+
+
+def finish_quantized(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Tidy a quantized rewrite (in place; returns ``model``): sort the top-level nodes so that
+    each comes after every node whose output it reads, counting the names its subgraphs read
+    from the outer scope, and drop the subgraphs' ``value_info``.
+
+    onnxruntime's quantizer re-sorts the graph by explicit inputs only, so the ``If`` of the
+    rewrite (whose only explicit input is ``T == 1``) can land before the products its branches
+    read: onnxruntime still runs such a file, ``onnx.checker`` rejects it. The quantizer also
+    stores the shapes it inferred inside each subgraph (about 3 KB per GRU layer, redundant:
+    onnxruntime infers them again at load). The sort is stable: nodes already in order keep it."""
+    _drop_subgraph_value_info(model.graph)
+    g = model.graph
+    nodes = list(g.node)
+    producer = {o: i for i, n in enumerate(nodes) for o in n.output if o}
+    deps: list[set[int]] = []
+    for i, n in enumerate(nodes):
+        names = set(n.input)
+        for a in n.attribute:
+            if a.type == onnx.AttributeProto.GRAPH:
+                names |= _consumed(a.g, set())
+            elif a.type == onnx.AttributeProto.GRAPHS:
+                for sg in a.graphs:
+                    names |= _consumed(sg, set())
+        deps.append({producer[x] for x in names if x in producer and producer[x] != i})
+    users: list[list[int]] = [[] for _ in nodes]
+    for i, ds in enumerate(deps):
+        for d in ds:
+            users[d].append(i)
+    waiting = [len(ds) for ds in deps]
+    ready = [i for i, w in enumerate(waiting) if w == 0]
+    heapq.heapify(ready)
+    order: list[int] = []
+    while ready:
+        i = heapq.heappop(ready)
+        order.append(i)
+        for u in users[i]:
+            waiting[u] -= 1
+            if waiting[u] == 0:
+                heapq.heappush(ready, u)
+    if len(order) != len(nodes):  # a cycle: leave the graph as it is for the checker to report
+        return model
+    del g.node[:]
+    g.node.extend(nodes[i] for i in order)
+    return model
+
+
+def _drop_subgraph_value_info(graph: onnx.GraphProto, top: bool = True) -> None:
+    if not top:
+        del graph.value_info[:]
+    for n in graph.node:
+        for a in n.attribute:
+            if a.type == onnx.AttributeProto.GRAPH:
+                _drop_subgraph_value_info(a.g, False)
+            elif a.type == onnx.AttributeProto.GRAPHS:
+                for sg in a.graphs:
+                    _drop_subgraph_value_info(sg, False)

@@ -6,6 +6,7 @@ manifest, graph digest, exit codes), not model quality (the demo reports quality
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -109,8 +110,10 @@ def test_demo_runs_every_stage_and_fills_the_table(tmp_path, monkeypatch):
     ctx = demo.run_demo(tmp_path, quick=True, progress=False, echo=lambda s: None)
     row = ctx.rows[0]
     assert not [k for k in row if k.startswith("error:")], row
-    for key in ("onnx_fp32", "int8", "fp32_kb", "int8_kb", "fp32_step_us", "int8_step_us", "torch_step_us"):
+    for key in ("onnx_fp32", "int8", "fp32_kb", "int8_kb", "fp32_step_us", "int8_step_us", "torch_step_us",
+                "int8_sqnr_db"):
         assert key in row, key
+    assert row["verify"] == "pass" and Path(row["verify_report"]).is_file()
     # Same weights, same test split: fp32 ONNX agrees with PyTorch to float rounding, so an
     # accuracy over ~180 digits can only differ if a near-tie flips (at most one sample here).
     assert abs(row["onnx_fp32"] - row["test"]) <= 1 / 150

@@ -152,9 +152,17 @@ class ArmEnv:
             if r.exists():
                 shutil.rmtree(r)
             self.cache.mkdir(parents=True, exist_ok=True)
-            _run(["debootstrap", "--arch=arm64", "--foreign", "--variant=minbase",
-                  "--include=python3,libstdc++6", self.suite, r, mirror],
-                 what="debootstrap arm64", log_file=self.cache / "debootstrap.log", timeout=1200)
+            try:
+                _run(["debootstrap", "--arch=arm64", "--foreign", "--variant=minbase",
+                      "--include=python3,libstdc++6", self.suite, r, mirror],
+                     what="debootstrap arm64", log_file=self.cache / "debootstrap.log", timeout=1200)
+            except (ArmSetupError, subprocess.TimeoutExpired) as e:
+                text = (self.cache / "debootstrap.log").read_text(errors="replace") if (self.cache / "debootstrap.log").exists() else ""
+                if re.search(r"Failed getting release file|Temporary failure resolving|Could not resolve|"
+                             r"Connection (refused|timed out)|Network is unreachable", text):
+                    raise ArmUnavailable(f"no package access: debootstrap cannot reach {mirror} "
+                                         f"(log: {self.cache / 'debootstrap.log'})") from None
+                raise ArmSetupError(str(e)) from None
             # Stage 1 unpacks only the 'required' set. Unpack the rest (python3...) with the
             # host's dpkg-deb: maintainer scripts are not needed to run python.
             debpaths = dict(line.split(None, 1) for line in (r / "debootstrap/debpaths").read_text().splitlines()
@@ -188,15 +196,11 @@ class ArmEnv:
 
     @property
     def glibc_minor(self) -> int:
-        libs = list((self.rootfs / "usr/lib/aarch64-linux-gnu").glob("libc.so.6"))
-        debpaths = (self.rootfs / "debootstrap/debpaths")
-        if debpaths.exists():
-            m = re.search(r"libc6_2\.(\d+)", debpaths.read_text())
-            if m:
-                return int(m.group(1))
-        if not libs:
-            raise ArmSetupError(f"{self.rootfs} | no glibc found in the rootfs")
-        return 28
+        """glibc 2.<minor> of the rootfs (from debootstrap's package list): the manylinux tags it runs."""
+        m = re.search(r"libc6_2\.(\d+)", (self.rootfs / "debootstrap/debpaths").read_text())
+        if m is None:
+            raise ArmSetupError(f"{self.rootfs} | no libc6 in debootstrap/debpaths; delete the rootfs to rebuild")
+        return int(m.group(1))
 
     def pip_platform_args(self) -> list[str]:
         args = ["--only-binary=:all:", "--implementation", "cp", "--python-version", self.py_version,
@@ -238,8 +242,14 @@ class ArmEnv:
         else:
             wheels.mkdir(parents=True, exist_ok=True)
             log.info("guest deps: pip download %s for aarch64 cp%s", " ".join(requirements), self.py_version)
-            _run([host_python, "-m", "pip", "download", "-q", *self.pip_platform_args(), "-d", wheels,
-                  *requirements], what="pip download aarch64 wheels", timeout=900)
+            try:
+                _run([host_python, "-m", "pip", "download", "-q", *self.pip_platform_args(), "-d", wheels,
+                      *requirements], what="pip download aarch64 wheels", timeout=900)
+            except (ArmSetupError, subprocess.TimeoutExpired) as e:
+                if re.search(r"NewConnectionError|Max retries exceeded|Temporary failure in name resolution|"
+                             r"Network is unreachable|timed out", str(e)):
+                    raise ArmUnavailable(f"no package access: cannot download aarch64 wheels ({e})") from None
+                raise
             if site.exists():
                 shutil.rmtree(site)
             _run([host_python, "-m", "pip", "install", "-q", "--no-index", "--find-links", wheels,

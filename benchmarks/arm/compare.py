@@ -33,6 +33,8 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from edgelstm.errors import UnknownChoiceError
+
 INT8_STEP = 2.0 / 255.0  # one uint8 step of an activation range of width 2 (tanh/sigmoid outputs)
 
 
@@ -62,7 +64,7 @@ def precision_key(precision: str) -> str:
         return "int8"
     if p in ("fp16", "fp32"):
         return p
-    raise ValueError(f"precision | unknown precision; expected fp32, fp16 or int8*, got {precision!r}")
+    raise UnknownChoiceError("precision", "unknown precision", expected="fp32, fp16 or int8-*", got=precision)
 
 
 @dataclass
@@ -193,11 +195,13 @@ def _fmt(v: float, spec: str = ".1e") -> str:
 
 
 def format_table(rows: list[Row]) -> str:
-    head = ("family", "precision", "max|ARM-x86|", "SQNR dB", "stream parity (ARM)", "result")
+    head = ("family", "precision", "max|ARM-x86|", "SQNR dB", "stream vs whole on ARM", "result")
     lines = []
     body = []
     for r in rows:
-        parity = _fmt(r.parity_diff) if r.parity_applicable else "n/a (not streamable)"
+        parity_sqnr = min((st.sqnr_db for st in r.parity), default=math.nan)
+        parity = (f"{_fmt(r.parity_diff)} ({_fmt(parity_sqnr, '.0f')} dB)" if r.parity_applicable
+                  else "n/a (not streamable)")
         body.append((r.family, r.precision, _fmt(r.max_diff), _fmt(r.min_sqnr, ".0f"), parity,
                      "PASS" if r.passed else "FAIL"))
     widths = [max(len(h), *(len(b[i]) for b in body)) if body else len(h) for i, h in enumerate(head)]

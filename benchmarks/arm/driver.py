@@ -24,6 +24,7 @@ import sys
 import time
 from pathlib import Path
 
+import click
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
@@ -89,12 +90,25 @@ def main(argv: list[str] | None = None) -> int:
         timings[name] = round(time.perf_counter() - t0, 2)
         log.info("   %s: %.1f s", name, timings[name])
 
+    def skipped(e: Exception) -> int:
+        bar = "!" * 100
+        click.echo(f"{bar}\n!!! test-arm SKIPPED (NOT a pass): this machine cannot emulate ARM64: {e}\n{bar}")
+        return 3 if os.environ.get("EDGELSTM_ARM_REQUIRE") == "1" else 0
+
     try:
         armenv.check_host()
     except armenv.ArmUnavailable as e:
-        bar = "!" * 100
-        print(f"{bar}\n!!! test-arm SKIPPED (NOT a pass): this machine cannot emulate ARM64: {e}\n{bar}", flush=True)
-        return 3 if os.environ.get("EDGELSTM_ARM_REQUIRE") == "1" else 0
+        return skipped(e)
+
+    # one run at a time per cache: runs share the rootfs and its /proc/cpuinfo (per emulated core)
+    import fcntl
+    a.cache.mkdir(parents=True, exist_ok=True)
+    lock = open(a.cache / ".lock", "w")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        log.info("waiting for another test-arm run using %s", a.cache)
+        fcntl.flock(lock, fcntl.LOCK_EX)
 
     host_py = sys.executable
     env = armenv.ArmEnv(a.cache, cpu=a.cpu, ncpu=os.cpu_count() or 2)
@@ -126,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
 
         t0 = time.perf_counter()
         job.mkdir(parents=True, exist_ok=True)
-        specs = models_x86.make_models(a.source, job, models_dir=a.models, host_python=host_py, cache=a.cache)
+        specs, make_errors = models_x86.make_models(a.source, job, models_dir=a.models, host_python=host_py, cache=a.cache)
         (job / "job.json").write_text(json.dumps({"models": [s.job_entry() for s in specs]}, indent=1))
         shutil.copy(HERE / "guest_check.py", job / "guest_check.py")
         stage(f"models on x86 ({a.source}): {len(specs)}", t0)
@@ -166,11 +180,15 @@ def main(argv: list[str] | None = None) -> int:
         cli_checks = [] if a.no_cli else cli_checks_mod.run_checks(sides, job, specs,
                                                                    {s.name: r for s, r in zip(specs, rows)})
         stage("edgelstm CLI on both sides (run, run --stream, verify, bench)", t0)
+        for (family, precision), err in sorted(make_errors.items()):  # models the x86 pipeline could not make
+            rows.append(compare.Row(family, precision, error=f"not made on x86: {err}"))
         order = {f: i for i, f in enumerate(("lstm", "peephole", "gru", "attention"))}
         rows.sort(key=lambda r: (order.get(r.family, 99), r.family, r.precision))
+    except armenv.ArmUnavailable as e:  # e.g. no package access to build the environment
+        return skipped(e)
     except (armenv.ArmSetupError, PipelineError, ValueError) as e:
         log.error("%s", e)
-        print(f"test-arm: ERROR (set-up): {str(e).splitlines()[0]}", flush=True)
+        click.echo(f"test-arm: ERROR (set-up): {str(e).splitlines()[0]}")
         return 2
     finally:
         if not a.keep and job.exists():
@@ -179,21 +197,37 @@ def main(argv: list[str] | None = None) -> int:
     table = compare.format_table(rows)
     timings["total"] = round(time.perf_counter() - t_start, 2)
     ok = all(r.passed for r in rows) and all(c["ok"] for c in cli_checks) and rows
-    print()
-    print(f"ARM64 (emulated: qemu-aarch64 {a.cpu}, Debian {env.suite}, python {arm_info.get('python')}) vs "
+    click.echo()
+    click.echo(f"ARM64 (emulated: qemu-aarch64 {a.cpu}, Debian {env.suite}, python {arm_info.get('python')}) vs "
           f"x86_64, onnxruntime {arm_info.get('onnxruntime')} / {x86_info.get('onnxruntime')}, "
           f"intra-op threads {a.threads} on both sides; torch importable on ARM: {arm_info.get('torch_importable')}")
     plan = arm_info.get("plan", {})
-    print(f"device='arm' on the ARM side: picks {plan.get('providers')} (primary {plan.get('primary')}, "
+    click.echo(f"device='arm' on the ARM side: picks {plan.get('providers')} (primary {plan.get('primary')}, "
           f"fell back: {plan.get('fell_back')}, is_arm_machine: {plan.get('is_arm_machine')})"
           + (f" [{plan['error']}]" if "error" in plan else ""))
-    print(table)
+    try:  # the same device name on x86, for contrast: not an ARM machine -> falls back, with a warning
+        import warnings
+
+        from edgelstm.runtime.providers import plan_providers
+        rt_log = logging.getLogger("edgelstm.runtime")
+        level, rt_log.level = rt_log.level, logging.ERROR  # the fallback warning is expected here
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                xplan = plan_providers("arm", fallback=True)
+        finally:
+            rt_log.setLevel(level)
+        click.echo(f"device='arm' on x86 for contrast: providers {xplan.providers}, fell back: {xplan.fell_back} "
+              f"(with fallback=False / --no-fallback it raises ProviderUnavailableError)")
+    except ImportError as e:
+        click.echo(f"device='arm' on x86: edgelstm.runtime not importable ({e})")
+    click.echo(table)
     for r in rows:
         for f in r.failures():
-            print(f"  FAIL {r.family}/{r.precision}: {f}")
+            click.echo(f"  FAIL {r.family}/{r.precision}: {f}")
     for c in cli_checks:
-        print(f"  {'ok  ' if c['ok'] else 'FAIL'} {c['what']}: {c['detail']}")
-    print("timings (s): " + ", ".join(f"{k} {v}" for k, v in timings.items()))
+        click.echo(f"  {'ok  ' if c['ok'] else 'FAIL'} {c['what']}: {c['detail']}")
+    click.echo("timings (s): " + ", ".join(f"{k} {v}" for k, v in timings.items()))
     result = {"ok": bool(ok), "qemu_cpu": a.cpu, "threads": a.threads, "source": a.source, "x86": x86_info,
               "arm": arm_info, "rows": [r.to_dict() for r in rows], "cli": cli_checks, "timings": timings,
               "tolerances": {"arm_vs_x86": {k: vars(v) for k, v in compare.ARM_VS_X86.items()},
@@ -202,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
     tmp = a.json.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(result, indent=1, default=str))
     os.replace(tmp, a.json)
-    print(f"test-arm: {'PASS' if ok else 'FAIL'} ({sum(r.passed for r in rows)}/{len(rows)} family x precision "
+    click.echo(f"test-arm: {'PASS' if ok else 'FAIL'} ({sum(r.passed for r in rows)}/{len(rows)} family x precision "
           f"rows; details {a.json.relative_to(REPO) if a.json.is_relative_to(REPO) else a.json})")
     return 0 if ok else 1
 

@@ -29,9 +29,6 @@ import time
 import numpy as np
 import onnxruntime as ort
 
-MODES = ("whole", "full", "stream")
-
-
 def run_recurrent(model, x: np.ndarray, lengths: np.ndarray, chunks: list[int]) -> dict[str, np.ndarray]:
     """Whole (ragged), full-length, and streamed runs through the runtime's ``Model`` and ``Stream``."""
     res: dict[str, np.ndarray] = {}

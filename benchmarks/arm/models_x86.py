@@ -18,9 +18,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import os
 import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -182,15 +180,16 @@ def torch_models(job: Path) -> list[ModelSpec]:
 
 # ---------------------------------------------------------------------------- product pipeline
 def make_models(source: str, job: Path, *, models_dir: Path | None = None, host_python: str = "python",
-                cache: Path | None = None) -> list[ModelSpec]:
+                cache: Path | None = None) -> tuple[list[ModelSpec], dict]:
+    """The models to check, and the (family, precision) -> error of those that could not be made."""
     if source == "torch":
-        return torch_models(job)
+        return torch_models(job), {}
     if source == "dir":
         if models_dir is None:
             raise ValueError("--models | required with --source dir; expected a directory, got nothing")
-        return collect_dir(models_dir, job)
+        return collect_dir(models_dir, job), {}
     if source == "pipeline":
         from pipeline import build_pipeline_models
-        out = build_pipeline_models(job / "exported", host_python, cache)
-        return collect_dir(out, job)
+        out, errors = build_pipeline_models(job / "exported", host_python, cache)
+        return collect_dir(out, job), errors
     raise ValueError(f"source | unknown; expected pipeline, dir or torch, got {source!r}")

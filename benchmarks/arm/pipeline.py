@@ -84,14 +84,16 @@ def _decoder_calibration(encoder: Path, out: Path, n: int = 32) -> Path:
     return out
 
 
-def build_pipeline_models(out: Path, host_python: str, cache: Path | None = None) -> Path:
-    """Fill ``out`` with ``fp32/`` and ``int8/`` models of every family; return ``out``."""
+def build_pipeline_models(out: Path, host_python: str, cache: Path | None = None) -> tuple[Path, dict]:
+    """Fill ``out`` with ``fp32/`` and ``int8/`` models of every family. Returns ``(out, errors)``,
+    errors mapping (family, precision) -> the failed CLI step (those models are missing)."""
+    errors: dict[tuple[str, str], str] = {}
     key = sources_key()
     cached = (cache / f"models-{key}") if cache else None
     if cached is not None and (cached / ".ok").exists():
         log.info("models: cached %s (sources unchanged)", cached)
         shutil.copytree(cached, out, dirs_exist_ok=True)
-        return out
+        return out, errors
     work = out.parent / (out.name + ".work")
     shutil.rmtree(work, ignore_errors=True)
     (work / "runs").mkdir(parents=True)
@@ -100,25 +102,38 @@ def build_pipeline_models(out: Path, host_python: str, cache: Path | None = None
     for family, dataset, extra in RECIPE:
         t0 = time.perf_counter()
         run = work / "runs" / family
-        _cli(host_python, ["train", "--family", family, "--dataset", dataset, "--out", str(run), *extra,
-                           *TRAIN_COMMON], work)
         fp32 = out / "fp32" / f"{family}.onnx"
-        _cli(host_python, ["export", str(run), "-o", str(fp32)], work)
-        if fp32.exists():
-            _cli(host_python, ["quantize", str(fp32), "-o", str(out / "int8" / fp32.name), "--mode", "int8-dynamic",
-                               "--threads", "1", "--samples", "32"], work)
-        else:  # seq2seq: OUT.encoder.onnx + OUT.decoder_step.onnx, each quantized
-            calib = _decoder_calibration(out / "fp32" / f"{family}.encoder.onnx", work / f"{family}.decoder_calib.npz")
-            for role in ("encoder", "decoder_step"):
-                src = out / "fp32" / f"{family}.{role}.onnx"
-                # the decoder step's inputs (memory, state) cannot be made up by `quantize`: give it
-                # real ones, from the fp32 encoder (used to measure the quantization error only)
-                extra_args = ["--calibration", str(calib)] if role == "decoder_step" else []
-                _cli(host_python, ["quantize", str(src), "-o", str(out / "int8" / src.name), "--mode",
-                                   "int8-dynamic", "--threads", "1", "--samples", "32", *extra_args], work)
+        try:
+            _cli(host_python, ["train", "--family", family, "--dataset", dataset, "--out", str(run), *extra,
+                               *TRAIN_COMMON], work)
+            _cli(host_python, ["export", str(run), "-o", str(fp32)], work)
+        except PipelineError as e:  # the family's rows fail; the other families still run
+            errors[(family, "fp32")] = errors[(family, "int8-dynamic")] = str(e)
+            log.error("models: %s", e)
+            continue
+        try:
+            if fp32.exists():
+                _cli(host_python, ["quantize", str(fp32), "-o", str(out / "int8" / fp32.name), "--mode",
+                                   "int8-dynamic", "--threads", "1", "--samples", "32"], work)
+            else:  # seq2seq: OUT.encoder.onnx + OUT.decoder_step.onnx, each quantized
+                calib = _decoder_calibration(out / "fp32" / f"{family}.encoder.onnx",
+                                             work / f"{family}.decoder_calib.npz")
+                for role in ("encoder", "decoder_step"):
+                    src = out / "fp32" / f"{family}.{role}.onnx"
+                    # the decoder step's inputs (memory, state) cannot be made up by `quantize`: give
+                    # it real ones, from the fp32 encoder (used to measure the quantization error only)
+                    extra_args = ["--calibration", str(calib)] if role == "decoder_step" else []
+                    _cli(host_python, ["quantize", str(src), "-o", str(out / "int8" / src.name), "--mode",
+                                       "int8-dynamic", "--threads", "1", "--samples", "32", *extra_args], work)
+        except PipelineError as e:
+            errors[(family, "int8-dynamic")] = str(e)
+            log.error("models: %s", e)
+            for partial in (out / "int8").glob(f"{family}.*"):
+                partial.unlink()
+            continue
         log.info("models: %s (%s) trained, exported, quantized in %.1f s", family, dataset, time.perf_counter() - t0)
     shutil.rmtree(work, ignore_errors=True)
-    if cached is not None:
+    if cached is not None and not errors:  # only a complete set is cached
         for old in cache.glob("models-*"):
             shutil.rmtree(old, ignore_errors=True)
         tmp = cache / f".models-{key}.tmp"
@@ -126,4 +141,4 @@ def build_pipeline_models(out: Path, host_python: str, cache: Path | None = None
         shutil.copytree(out, tmp)
         (tmp / ".ok").touch()
         os.replace(tmp, cached)
-    return out
+    return out, errors

@@ -30,6 +30,7 @@ import sys
 import time
 from pathlib import Path
 
+import click
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
@@ -143,7 +144,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--cpus", default=",".join(CPUS).replace("max,sme=off", "max;sme=off").replace("max,sve=off", "max;sve=off"),
                     help="';'-free list: cores separated by ',' with qemu options joined by ';' (max;sme=off)")
-    ap.add_argument("--json", type=Path, default=HERE / "results" / "sme_probe.json")
+    ap.add_argument("--json", type=Path, default=None,
+                    help="result file (default: results/sme_probe_qemu<MAJOR>.json)")
     a = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="[probe %(asctime)s] %(message)s", datefmt="%H:%M:%S")
     cpus = [c.replace(";", ",") for c in a.cpus.split(",")]
@@ -197,12 +199,15 @@ def main() -> int:
                     report.append(row)
     finally:
         shutil.rmtree(job, ignore_errors=True)
-    print(armenv.qemu_version())
-    print(f"{'model':<18} {'config':<12} {'cpu':<13} {'vs exact':>10} {'vs x86':>10} {'SQNR/float':>10}  first divergent node")
+    click.echo(armenv.qemu_version())
+    click.echo(f"{'model':<18} {'config':<12} {'cpu':<13} {'vs exact':>10} {'vs x86':>10} {'SQNR/float':>10}  first divergent node")
     for r in report:
-        print(f"{r['model']:<18} {r['config']:<12} {r['cpu']:<13} {r.get('vs_exact', float('nan')):>10.3g} "
+        click.echo(f"{r['model']:<18} {r['config']:<12} {r['cpu']:<13} {r.get('vs_exact', float('nan')):>10.3g} "
               f"{r.get('vs_x86', float('nan')):>10.3g} {r.get('sqnr_vs_float_db', float('nan')):>10.1f}  "
               f"{r.get('first_divergent_node_output', r.get('error', ''))}")
+    if a.json is None:
+        major = "".join(c for c in armenv.qemu_version().split("version")[-1].strip().split(".")[0] if c.isdigit())
+        a.json = HERE / "results" / f"sme_probe_qemu{major or 'unknown'}.json"
     a.json.parent.mkdir(parents=True, exist_ok=True)
     a.json.write_text(json.dumps({"onnxruntime": version("onnxruntime"),
                                   "qemu": armenv.qemu_version(),

@@ -7,6 +7,7 @@
 #   EDGELSTM_ARM_CACHE    cache of rootfs + wheels (default /var/cache/edgelstm-arm as root,
 #                         else ~/.cache/edgelstm-arm); delete it to rebuild from scratch
 #   QEMU_CPU              emulated core (default neoverse-n1). 'max' = SVE2+SME: see docs/ARM.md
+#   EDGELSTM_ARM_QEMU     qemu-aarch64 binary (default: Debian's qemu-aarch64-static, 7.2 on bookworm)
 #   EDGELSTM_ARM_THREADS  intra-op threads on BOTH sides (default 1)
 #   EDGELSTM_ARM_SOURCE   pipeline (default: train+export+quantize via the CLI) | torch | dir
 #   EDGELSTM_ARM_MODELS   directory of exported models (implies EDGELSTM_ARM_SOURCE=dir)

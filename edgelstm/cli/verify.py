@@ -21,6 +21,10 @@ from edgelstm.errors import UsageError
 @options.device
 @click.option("--data", type=click.Path(dir_okay=False), default=None,
               help=".npz with arrays named after the graph inputs (x, lengths...) and optional labels y.")
+@click.option("--run-data/--no-run-data", "run_data", default=True, show_default=True,
+              help="With --reference RUN_DIR, also verify on the run's held-out test split (accuracy vs labels).")
+@click.option("--data-limit", "data_limit", type=click.IntRange(min=1), default=256, show_default=True,
+              help="Use at most this many sequences of the run's test split.")
 @click.option("--steps", type=int, default=10_000, show_default=True,
               help="Length of the long-horizon drift sequence (0 skips the drift check).")
 @click.option("--atol", multiple=True,
@@ -35,10 +39,13 @@ from edgelstm.errors import UsageError
 @options.json_out
 @click.option("--plot", type=click.Path(dir_okay=False), default=None, help="PNG of drift error vs time step.")
 @click.option("-q", "--quiet", is_flag=True, help="Print only the verdict line.")
-def verify_cmd(model, reference, model_spec, checkpoint, against, device, data, steps, atol, min_snr,
-               checks, oracles, seed, json_out, plot, quiet) -> int:
+def verify_cmd(model, reference, model_spec, checkpoint, against, device, data, run_data, data_limit, steps,
+               atol, min_snr, checks, oracles, seed, json_out, plot, quiet) -> int:
     """Verify MODEL.onnx: outputs, task agreement, streaming parity, long-horizon drift, batch
-    invariance and state round-trip, on every requested device and for every --against file."""
+    invariance and state round-trip, on every requested device and for every --against file.
+
+    A seq2seq export is verified as its encoder / decoder-step pair: give OUT.onnx (the stem),
+    OUT.encoder.onnx or OUT.decoder_step.onnx (and the same for --against)."""
     from edgelstm.verify.core import verify
 
     if checkpoint and not model_spec:
@@ -49,13 +56,14 @@ def verify_cmd(model, reference, model_spec, checkpoint, against, device, data, 
     result = verify(model, reference=reference, model_spec=model_spec, checkpoint=checkpoint, against=against,
                     devices=devices, data=data, steps=steps, atol=atol, min_snr=min_snr, seed=seed,
                     checks=[c.strip() for c in checks.split(",") if c.strip()],
-                    oracles=[o.strip() for o in oracles.split(",") if o.strip()])
+                    oracles=[o.strip() for o in oracles.split(",") if o.strip()], run_data=run_data,
+                    data_limit=data_limit)
     if json_out:
         result.write_json(json_out)
-    if plot:
-        result.plot(plot)
     text = result.table()
     click.echo(text.splitlines()[-1] if quiet else text)
+    if plot:  # after the report: a plot that cannot be drawn (no drift run) must not hide it
+        result.plot(plot)
     return 0 if result.passed else 1
 
 

@@ -2,12 +2,25 @@
 
 ``verify(model, reference=RUN_DIR, against=[...], devices=[...])`` returns a
 :class:`VerifyResult` (truthy when every check passed; ``to_dict()``/``to_json()`` give the same
-structure the ``--json`` report holds). Heavy modules (onnx, onnxruntime, torch) are imported
+structure the ``--json`` report holds). ``summarize(result)`` condenses a result into a small dict
+for demos and dashboards: pass/fail, the worst max-abs error (fp32/fp16) or the lowest SNR
+(int8), top-1 agreement, accuracy (or RMSE, or seq2seq exact match) vs the run's labels,
+streaming parity max error and the drift trend, overall and per candidate backend.
+
+Verify one exported file and one quantized file against a run directory in a few seconds::
+
+    from edgelstm.verify import verify, summarize
+    result = verify("model.onnx", reference="runs/digits", against=["model.int8.onnx"], steps=500)
+    summary = summarize(result)   # summary["passed"], summary["candidates"][...]["headline"]
+
+Seq2seq exports are verified as their encoder / decoder-step pair: pass the stem (``model.onnx``)
+or either file. Heavy modules (onnx, onnxruntime, torch) are imported
 when used, not when this package is imported.
 """
 from __future__ import annotations
 
 from edgelstm.verify.result import CHECKS, CheckResult, VerifyResult
+from edgelstm.verify.summary import summarize
 from edgelstm.verify.stats import ErrorStats, error_stats, snr_db, top1_agreement, trend
 from edgelstm.verify.tolerance import PROFILES, Profile, Tolerances, parse_overrides, profile_for
 
@@ -19,5 +32,5 @@ def verify(*args, **kwargs) -> VerifyResult:
     return _verify(*args, **kwargs)
 
 
-__all__ = ["verify", "VerifyResult", "CheckResult", "CHECKS", "ErrorStats", "error_stats", "snr_db",
+__all__ = ["verify", "summarize", "VerifyResult", "CheckResult", "CHECKS", "ErrorStats", "error_stats", "snr_db",
            "top1_agreement", "trend", "PROFILES", "Profile", "Tolerances", "parse_overrides", "profile_for"]

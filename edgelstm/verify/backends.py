@@ -176,6 +176,7 @@ class OrtBackend(Backend):
 
         self.spec = spec
         self.provider = provider
+        self.threads = threads
         so = ort.SessionOptions()
         # int8 recurrent outputs depend on the intra-op thread count: fix it so runs compare.
         so.intra_op_num_threads = threads

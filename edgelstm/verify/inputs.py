@@ -141,3 +141,90 @@ def split_batch(feeds: dict[str, np.ndarray], spec: GraphSpec, index: int) -> di
         else:
             out[k] = v
     return out
+
+
+# ---------------------------------------------------------------------------------- the run's own data
+IGNORE_LABEL = -100  # label padding (edgelstm.data.IGNORE_INDEX): no contract, left out of accuracy
+
+
+@dataclass
+class RunData:
+    """The held-out split of a run's data set, as the graph takes it (see :func:`load_run_data`)."""
+
+    task: str
+    arrays: dict[str, np.ndarray]          # "x" (normalized float32) or "src" (int64), "lengths"
+    labels: np.ndarray | None              # classify [N] / label [N, T] ints; regress/forecast targets; seq2seq [N, U]
+    label_lengths: np.ndarray | None       # seq2seq: valid target tokens incl. eos
+    mask: np.ndarray | None                # forecast: steps whose target counts
+    source: str                            # e.g. "digits test split (first 179 of 179)"
+    dataset: str
+    target_normalized: bool = False        # regress/forecast labels mapped into the graph's output units
+
+    @property
+    def n(self) -> int:
+        return int(next(iter(self.arrays.values())).shape[0])
+
+
+def load_run_data(run_dir: str | Path, manifest=None, *, split: str = "test", max_rows: int | None = 256) -> RunData:
+    """The run's own held-out data: ``load_dataset(config.dataset, seed=config.seed)``'s ``split``,
+    inputs normalized as the manifest says (else as the run config says).
+
+    This is what ``exporters/quantize.py`` does for run-directory calibration (there on the
+    validation split); verification uses the test split, which neither training nor calibration
+    has seen. Regression / forecast targets are mapped into the graph's output units with the
+    data set's target normalization (training predicts normalized targets).
+    """
+    from edgelstm.checkpoint import read_run_config
+    from edgelstm.data import load_dataset
+
+    run = read_run_config(run_dir)
+    if not run.dataset:
+        raise DataError(str(run_dir), "run config names no data set", expected="a dataset in config.json", got=None)
+    bundle = load_dataset(run.dataset, seed=run.seed or 0)
+    if split not in bundle.splits:
+        raise UsageError("split", "unknown split", expected=list(bundle.splits), got=split)
+    part = bundle.splits[split]
+    total = len(part)
+    if total == 0:
+        raise DataError(f"{run.dataset}:{split}", "the split holds no sequences", expected=">= 1", got=0)
+    if max_rows is not None and total > max_rows:
+        part = part.subset(slice(0, max_rows))
+    x = np.asarray(part.x)
+    norm = manifest.normalization if manifest is not None else None
+    mean_std = (norm.mean, norm.std) if norm is not None else \
+        ((run.normalization["mean"], run.normalization["std"]) if run.normalization else None)
+    if x.dtype.kind == "f":
+        if mean_std is not None:  # the graph takes normalized features (the runtime normalizes on the way in)
+            x = (x - np.asarray(mean_std[0], np.float32)) / np.asarray(mean_std[1], np.float32)
+        x = x.astype(np.float32)
+    lengths = np.asarray(part.lengths)
+    y = np.asarray(part.y)
+    target_normalized = False
+    if bundle.task in ("regress", "forecast") and bundle.target_normalization is not None:
+        y = bundle.target_normalization.apply(y)
+        target_normalized = True
+    key = "src" if bundle.task == "seq2seq" else "x"
+    return RunData(bundle.task, {key: x, "lengths": lengths}, y,
+                   None if part.y_lengths is None else np.asarray(part.y_lengths),
+                   None if part.mask is None else np.asarray(part.mask),
+                   f"{run.dataset} {split} split (first {len(part)} of {total})" if len(part) < total
+                   else f"{run.dataset} {split} split ({total})", run.dataset, target_normalized)
+
+
+def run_data_case(data: RunData, spec: GraphSpec) -> Case:
+    """A :class:`Case` for a sequence graph (x, lengths, zero states) from :func:`load_run_data`."""
+    x = spec.x
+    if x is None or "x" not in data.arrays:
+        raise DataError(data.source, "the run's data does not fit this graph", expected=spec.input_names,
+                        got=f"{data.task} data")
+    xa = data.arrays["x"]
+    want = spec.spec(x).shape
+    if xa.ndim != 3 or (isinstance(want[2], int) and want[2] > 0 and want[2] != xa.shape[2]):
+        raise DataError(data.source, "feature size differs from the graph's input", expected=want, got=list(xa.shape))
+    feeds = {x: xa.astype(spec.spec(x).dtype if spec.spec(x).dtype.startswith("float") else np.float32)}
+    if spec.lengths:
+        feeds[spec.lengths] = data.arrays["lengths"].astype(spec.spec(spec.lengths).dtype)
+    feeds.update(zero_state(spec, data.n))
+    return Case(f"run data: {data.source}", feeds, labels=data.labels,
+                meta={"source": data.source, "run_data": True, "mask": data.mask,
+                      "target_normalized": data.target_normalized})

@@ -131,10 +131,18 @@ class VerifyResult:
         for c in self.checks:
             s = c.stats
             other = ""
-            if "agreement" in s:
+            if "exact_match" in s:
+                other = f"agree {s['agreement']:.3f} greedy {s['exact_match']:.3f}"
+                if s.get("exact_match_ties_excused", s["exact_match"]) != s["exact_match"]:
+                    other += f" (ties excused {s['exact_match_ties_excused']:.3f})"
+                if s.get("label_exact_match") is not None:
+                    other += f" labels {s['label_exact_match']:.3f} (ref {s['reference_label_exact_match']:.3f})"
+            elif "agreement" in s:
                 other = f"agree {s['agreement']:.3f}"
                 if s.get("accuracy") is not None:
-                    other += f" acc {s['accuracy']:.3f}"
+                    other += f" acc {s['accuracy']:.3f} (ref {s['reference_accuracy']:.3f})"
+            elif "rmse" in s:
+                other = f"rmse {s['rmse']:.4g} (ref {s['reference_rmse']:.4g})"
             elif "growth" in s:
                 other = f"growth {s['growth']:.2g}"
             elif "cosine" in s:
