@@ -214,7 +214,7 @@ def add_chain(n: int, width: int) -> onnx.ModelProto:
 
 
 # ---------------------------------------------------------------------------- profile
-def profile(path: Path, feeds: dict, runs: int, prefix: str) -> dict:
+def profile(path: Path, feeds: dict, runs: int, prefix: str, steps: int) -> dict:
     """Mean per-run kernel time by group, from onnxruntime's profiler (microseconds per run)."""
     sess = session(path, prefix)
     for _ in range(runs):
@@ -269,7 +269,8 @@ def profile(path: Path, feeds: dict, runs: int, prefix: str) -> dict:
             "kernels_per_run_by_place": {k: v / runs for k, v in calls.items()},
             "one_step_branch_kernels_per_layer": calls["one-step branch"] / runs / max(1, n_ifs),
             "scan_body_kernels_per_layer_step": (sum(v[2] for k, v in per_node.items() if where(k) == "scan body")
-                                                 / max(1, sum(v[2] for k, v in per_node.items() if v[0] == "Scan"))),
+                                                 / max(1, steps * sum(v[2] for k, v in per_node.items()
+                                                                      if v[0] == "Scan"))),
             "scans_per_run": sum(v[2] for k, v in per_node.items() if v[0] == "Scan") / runs,
             "body_ops": dict(collections.Counter(v[0] for k, v in per_node.items() if where(k) == "scan body")),
             "one_step_ops": dict(collections.Counter(v[0] for k, v in per_node.items() if where(k) == "one-step branch")),
@@ -357,7 +358,7 @@ def main(argv=None) -> int:
         sess = session(d / "int8.onnx")
         for case, (b, t) in {"step b1": (1, 1), "sequence b1 t256": (1, 256)}.items():
             out.setdefault("profile_int8", {})[case] = profile(
-                d / "int8.onnx", feeds_for(sess, b, t, H, L), 2000 if t == 1 else 40, str(d / "prof"))
+                d / "int8.onnx", feeds_for(sess, b, t, H, L), 2000 if t == 1 else 40, str(d / "prof"), t)
         print(json.dumps(out["profile_int8"], indent=1), file=sys.stderr)
     if args.json:
         write_text_atomic(Path(args.json), json.dumps(out, indent=1) + "\n")

@@ -6,20 +6,28 @@ formulation made of ordinary operators whose matrix products *are* quantizable:
 
 * the input projection ``X · W^T + b`` for all time steps is one ``MatMul`` outside the
   recurrence (``[T, B, I] x [I, 3H]``);
-* the recurrence is a ``Scan`` whose body does one ``MatMul`` with ``R^T`` per step (two when
-  ``linear_before_reset=0``) plus the gate arithmetic.
+* then ``If(T == 1)``: the then-branch is the cell written once (the streaming step: no loop,
+  about 13 kernels per layer), the else-branch a ``Scan`` whose body does one ``MatMul`` with
+  ``R^T`` per step (two when ``linear_before_reset=0``) plus the gate arithmetic, with no
+  per-step length mask (see :func:`_sequence_branch`);
+* the ``T == 1`` test and the ``len > 0`` mask are computed once per graph, shared by every GRU
+  over the same steps (:func:`_time_key`) and the same ``sequence_lens``;
+* outputs nobody reads are not computed.
 
-``quantize_dynamic(..., extra_options={"EnableSubgraph": True})`` then turns both products into
-``DynamicQuantizeMatMul`` with int8 weights.
+``quantize_dynamic(..., extra_options={"EnableSubgraph": True})`` then turns every product into
+``DynamicQuantizeMatMul`` / ``MatMulIntegerToFloat`` with int8 weights, in both branches; run
+:func:`finish_quantized` on its result (node order for ``onnx.checker``). The Scan body keeps
+its own copy of ``R`` (see :func:`_local_weights`): onnxruntime pre-packs weights only from the
+product's graph or its parent. Figures: benchmarks/README.md.
 
 Semantics kept exactly as the ONNX ``GRU`` operator defines them (gate order ``z, r, h``,
 activations ``Sigmoid``/``Tanh``):
 
 * ``linear_before_reset`` 1 (PyTorch) and 0;
 * ``direction`` forward, reverse and bidirectional;
-* ``sequence_lens``: steps ``t >= len[b]`` leave the state untouched and write zeros into ``Y``,
-  so ``Y_h`` is the state after the last valid step (for the reverse direction, processing
-  starts at ``len[b] - 1`` from ``initial_h``);
+* ``sequence_lens``: steps ``t >= len[b]`` write zeros into ``Y`` and ``Y_h`` is the state after
+  the last valid step (for the reverse direction, processing starts at ``len[b] - 1`` from
+  ``initial_h``); a sequence of length 0 gets zeros in ``Y_h``, as onnxruntime's ``GRU`` gives;
 * optional ``B``, ``sequence_lens`` and ``initial_h`` (zeros when absent);
 * ``layout`` 0 (time-major) and 1 (batch-major).
 
@@ -31,7 +39,7 @@ from __future__ import annotations
 
 import heapq
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import onnx
@@ -143,6 +151,22 @@ class _Direction:
     r_zr_t: str = ""        # lbr=0: [Rz; Rr]^T [H, 2H]
     r_h_t: str = ""         # lbr=0: Rh^T [H, H]
     reverse: bool = False
+    arrays: dict = field(default_factory=dict)  # the recurrent weights' values, by field name
+
+
+def _local_weights(b: _Builder, w: _Direction) -> _Direction:
+    """``w`` with its recurrent weights stored in ``b``'s own graph (the Scan body).
+
+    onnxruntime pre-packs a quantized product's weight only when the weight is an initializer
+    of the product's graph or of its parent graph. The body of a ``Scan`` nested in an ``If``
+    is two levels below the top level: read from there, ``h · R^T`` in int8 ran as slowly as
+    fp32 (8.4 vs 3.9 us per step at hidden 256). So the body keeps a copy of ``R`` (the
+    one-step branch, one level down, reads the top-level one): int8 files grow by one ``R`` per
+    direction and layer."""
+    local = replace(w)
+    for fld, value in w.arrays.items():
+        setattr(local, fld, b.const(f"{fld}_local", value))
+    return local
 
 
 @dataclass
@@ -230,12 +254,14 @@ def _weights(b: _Builder, d: int, W: np.ndarray, R: np.ndarray, Bias: np.ndarray
     xw = b.op("Add", [xw, b.const(f"d{d}_bias_x", fold.astype(W.dtype))], f"d{d}_xW_b")
     w = _Direction(xw=xw, h0=h0, reverse=reverse)
     if lbr:
-        w.r_t = b.const(f"d{d}_R_T", R[d].T)                                               # [H, 3H]
+        w.arrays["r_t"] = np.ascontiguousarray(R[d].T)                                       # [H, 3H]
         if np.any(rb[2 * H:]):
-            w.rb = b.const(f"d{d}_bias_h", np.concatenate([np.zeros(2 * H, W.dtype), rb[2 * H:]]).astype(W.dtype))
+            w.arrays["rb"] = np.concatenate([np.zeros(2 * H, W.dtype), rb[2 * H:]]).astype(W.dtype)
     else:
-        w.r_zr_t = b.const(f"d{d}_R_zr_T", R[d][: 2 * H].T)                                # [H, 2H]
-        w.r_h_t = b.const(f"d{d}_R_h_T", R[d][2 * H:].T)                                   # [H, H]
+        w.arrays["r_zr_t"] = np.ascontiguousarray(R[d][: 2 * H].T)                          # [H, 2H]
+        w.arrays["r_h_t"] = np.ascontiguousarray(R[d][2 * H:].T)                            # [H, H]
+    for fld, value in w.arrays.items():
+        setattr(w, fld, b.const(f"d{d}_{fld}", value))
     return w
 
 
@@ -266,7 +292,7 @@ def _scan_body(top: _Builder, shared: _Shared, w: _Direction, d: int, H: int, lb
     state and, when ``want_seq``, the same value as the scan output."""
     b = top.sub(f"{top.prefix}/b{d}")
     h_prev, xw_t = b.name("h_prev"), b.name("xw_t")
-    h_new = _cell(b, w, xw_t, h_prev, H, lbr)
+    h_new = _cell(b, _local_weights(b, w), xw_t, h_prev, H, lbr)
     outs = [_vi(h_new, elem, [None, H])]
     if want_seq:  # a graph output may not appear twice (onnxruntime then loses the state)
         outs.append(_vi(b.op("Identity", [h_new], "y_t"), elem, [None, H]))

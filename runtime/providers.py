@@ -121,9 +121,14 @@ def plan_providers(device: str | Sequence[str] = "auto", *, fallback: bool = Tru
     if not usable:
         what = f"device {device!r}" if isinstance(device, str) else "providers"
         if not fallback:
+            if key == "arm" and primary == CPU:
+                raise ProviderUnavailableError(
+                    what, "no ARM execution path here: this is not an ARM machine and no ARM provider "
+                    "(ACL, XNNPACK) is in this onnxruntime build",
+                    expected=f"an aarch64/armv7 machine or one of {[p for p in chain if p != CPU]}",
+                    got=f"{platform.machine()} with providers {avail}")
             raise ProviderUnavailableError(
-                what, f"{primary} is not available in this onnxruntime build"
-                + (" (not an ARM machine)" if key == "arm" else ""),
+                what, f"{primary} is not available in this onnxruntime build",
                 expected=f"one of the available providers {avail}", got=primary)
         msg = f"{primary} is not available (available: {avail}); running on {providers}"
         log.warning(msg)

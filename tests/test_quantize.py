@@ -126,11 +126,15 @@ def test_mode_quantizes_and_keeps_accuracy(models, tmp_path, family, mode):
 
 
 def test_int8_weights_shrink_the_file(tmp_path):
-    """With realistic sizes the weights dominate: int8 must be close to 4x smaller."""
-    for cell in ("lstm", "gru"):
+    """With realistic sizes the weights dominate: int8 must be close to 4x smaller. The GRU
+    rewrite stores each R twice (its one-step branch and its Scan body each need R where
+    onnxruntime pre-packs it, see exporters/gru_int8.py): 4(W+R)/(W+2R) = 2.55 here for the
+    weights alone, and the rewrite's graph (If, two branches, Scan body: about 20 KB on this
+    180 KB model) brings it to 1.96. At hidden 256 the ratio is 2.5 (benchmarks/README.md)."""
+    for cell, floor in (("lstm", 2.5), ("gru", 1.9)):
         src = save(build(cell, input_size=32, hidden=64, layers=2), tmp_path / f"{cell}.onnx")
         r = quantize(src, tmp_path / f"{cell}.q.onnx", "int8-dynamic", evaluate_error=False)
-        assert r.ratio > 2.5, f"{cell}: {r.size_before} -> {r.size_after}"
+        assert r.ratio > floor, f"{cell}: {r.size_before} -> {r.size_after}"
 
 
 def test_dynamic_per_channel_and_random_data(models, tmp_path):
