@@ -496,6 +496,9 @@ def _stream_curve(backend, spec, x, init, chunk) -> tuple[list[int], dict[str, n
     return steps, {n: np.stack(v) for n, v in rec.items()}
 
 
+FP32_EPS = float(np.finfo(np.float32).eps)  # 1.19e-7
+
+
 def _check_drift(result, baseline, candidates, spec, tol, steps, chunk, rng) -> None:
     streamable = _streamables(result, candidates, "drift")
     if not spec.streamable:
@@ -529,7 +532,12 @@ def _check_drift(result, baseline, candidates, spec, tol, steps, chunk, rng) -> 
             curves[n] = err
             tr = trend(np.asarray(ref_steps), err)
             rms_ref = float(np.sqrt(np.mean(r ** 2))) if r.size else 0.0
-            atol = tol.atol_for(n, cand.profile, float(np.abs(r).max()) if r.size else 0.0)
+            scale = float(np.abs(r).max()) if r.size else 0.0
+            atol = tol.atol_for(n, cand.profile, scale)
+            if atol is not None and cand.profile.precision == "fp32" and n not in tol.atol and None not in tol.atol:
+                # Over a long horizon two correct fp32 implementations drift apart by rounding alone:
+                # the profile's O(T * eps32) bound, taken at T = steps (never below the short-run atol).
+                atol = max(atol, steps * FP32_EPS * max(1.0, scale))
             snr_min = tol.snr_for(n, cand.profile)
             q = max(len(err) // 4, 1)
             last_snr = snr_db(r[-q:], g[-q:])
