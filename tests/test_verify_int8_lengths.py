@@ -1,0 +1,46 @@
+"""int8 batch invariance: pooled SQNR tolerates per-tensor activation scales, but still catches a
+quantized graph that ignores the lengths (padding read as data)."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import onnx
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+from tiny import make_tiny  # noqa: E402
+
+from edgelstm.exporters import export_model  # noqa: E402
+from edgelstm.exporters.quantize import quantize  # noqa: E402
+from edgelstm.verify import verify  # noqa: E402
+
+
+def _int8(tmp_path, name):
+    fp32, q = tmp_path / "m.onnx", tmp_path / "q.onnx"
+    export_model(make_tiny(name), fp32)
+    quantize(fp32, q, "int8-dynamic", evaluate_error=False)
+    return fp32, q
+
+
+def _drop_sequence_lens(path):
+    m = onnx.load(str(path))
+    hit = 0
+    for n in m.graph.node:
+        if n.op_type in ("DynamicQuantizeLSTM", "LSTM") and len(n.input) > 4 and n.input[4]:
+            n.input[4] = ""
+            hit += 1
+    assert hit, "no recurrent node with sequence_lens to break"
+    onnx.save(m, str(path))
+
+
+@pytest.mark.parametrize("name", ["lstm-1x4", "peephole-1x4"])
+def test_int8_batch_invariance_passes_and_catches_ignored_lengths(tmp_path, name):
+    fp32, q = _int8(tmp_path, name)
+    good = verify(fp32, against=[q], checks=("batch_invariance",), oracles=())
+    assert good.passed, good.to_dict()["failures"]
+
+    _drop_sequence_lens(q)
+    bad = verify(fp32, against=[q], checks=("batch_invariance",), oracles=())
+    fails = bad.to_dict()["failures"]
+    assert not bad.passed and any("batch_invariance" in f and "pooled" in f for f in fails), fails
