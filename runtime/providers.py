@@ -53,6 +53,28 @@ def is_arm_machine() -> bool:
     return platform.machine().lower() in ("arm64", "aarch64", "armv7l", "armv8l", "arm")
 
 
+def cpu_has_sme() -> bool:
+    """True on an ARM CPU with SME (Scalable Matrix Extension), where onnxruntime's KleidiAI int8
+    kernels quantize activations per row: int8 outputs then differ from x86 by quantization error.
+    Linux: the ``sme`` flag in /proc/cpuinfo; macOS: ``sysctl hw.optional.arm.FEAT_SME``."""
+    if not is_arm_machine():
+        return False
+    if sys.platform == "darwin":
+        import subprocess
+        try:
+            out = subprocess.run(["sysctl", "-n", "hw.optional.arm.FEAT_SME"], capture_output=True, text=True,
+                                 timeout=5).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return False
+        return out == "1"
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
+            return any(line.lower().startswith("features") and "sme" in line.split(":", 1)[-1].split()
+                       for line in f)
+    except OSError:
+        return False
+
+
 def _default_options(provider: str) -> dict[str, Any]:
     if provider == TRT:
         cache = os.environ.get("EDGELSTM_TRT_CACHE",

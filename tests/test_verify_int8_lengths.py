@@ -44,3 +44,21 @@ def test_int8_batch_invariance_passes_and_catches_ignored_lengths(tmp_path, name
     bad = verify(fp32, against=[q], checks=("batch_invariance",), oracles=())
     fails = bad.to_dict()["failures"]
     assert not bad.passed and any("batch_invariance" in f and "pooled" in f for f in fails), fails
+
+
+@pytest.mark.parametrize("sme", [True, False], ids=["sme", "no-sme"])
+def test_int8_on_an_sme_cpu_carries_a_note(tmp_path, monkeypatch, sme):
+    from edgelstm.runtime import providers
+
+    monkeypatch.setattr(providers, "cpu_has_sme", lambda: sme)
+    fp32, q = _int8(tmp_path, "lstm-1x4")
+    r = verify(fp32, against=[q], checks=("outputs",), oracles=())
+    assert any("this CPU has SME" in n for n in r.notes) == sme
+    assert ("note: this CPU has SME" in r.table()) == sme and r.to_dict()["notes"] == r.notes
+
+
+def test_cpu_has_sme_is_false_off_arm():
+    from edgelstm.runtime import providers
+
+    if not providers.is_arm_machine():
+        assert providers.cpu_has_sme() is False

@@ -75,6 +75,7 @@ class VerifyResult:
     skipped: list[dict] = field(default_factory=list)   # {"what", "reason"}
     config: dict = field(default_factory=dict)
     environment: dict = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)   # facts about this machine that bear on the verdict
 
     @property
     def passed(self) -> bool:
@@ -114,7 +115,7 @@ class VerifyResult:
             "summary": {"checks": len(self.checks), "failed": len(self.failures), "skipped": len(self.skipped)},
             "failures": [f"{c.where}: {c.message}" for c in self.failures],
             "checks": [c.to_dict() for c in self.checks], "skipped": self.skipped,
-            "config": self.config, "environment": self.environment,
+            "config": self.config, "environment": self.environment, "notes": self.notes,
         })
 
     def to_json(self, indent: int | None = 2) -> str:
@@ -156,6 +157,7 @@ class VerifyResult:
         out = [f"verify {self.model}  (reference: {self.reference})", *lines]
         for s in self.skipped:
             out.append(f"skipped: {s['what']}: {s['reason']}")
+        out += [f"note: {n}" for n in self.notes]
         for c in self.failures:
             out.append(f"FAIL {c.where}: {c.message}  [rule: {c.rule}]")
         n_fail = len(self.failures)
