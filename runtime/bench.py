@@ -56,6 +56,7 @@ import numpy as np
 
 from edgelstm.errors import InputError, ManifestError, ModelFileError, UnknownChoiceError, UsageError
 from edgelstm.manifest import MANIFEST_KEY, Manifest
+from edgelstm.runtime.integrity import iter_values, read_varint
 
 log = logging.getLogger(__name__)
 
@@ -231,35 +232,9 @@ _DTYPE_BYTES = {1: 4, 2: 1, 3: 1, 4: 2, 5: 2, 6: 4, 7: 8, 9: 1, 10: 2, 11: 8, 12
 _WEIGHT_DTYPES = {1, 2, 3, 10, 11, 16}  # float, uint8, int8, float16, double, bfloat16
 
 
-def _varint(buf: bytes, i: int) -> tuple[int, int]:
-    result = shift = 0
-    while True:
-        b = buf[i]
-        i += 1
-        result |= (b & 0x7F) << shift
-        if not b & 0x80:
-            return result, i
-        shift += 7
-
-
-def _fields(buf: bytes) -> Iterable[tuple[int, int, Any]]:
-    """Protobuf wire-format fields of one message: (field number, wire type, value)."""
-    i, n = 0, len(buf)
-    while i < n:
-        key, i = _varint(buf, i)
-        num, wt = key >> 3, key & 7
-        if wt == 0:
-            v, i = _varint(buf, i)
-        elif wt == 1:
-            v, i = buf[i:i + 8], i + 8
-        elif wt == 2:
-            ln, i = _varint(buf, i)
-            v, i = buf[i:i + ln], i + ln
-        elif wt == 5:
-            v, i = buf[i:i + 4], i + 4
-        else:
-            raise ValueError(f"unsupported wire type {wt}")
-        yield num, wt, v
+# the protobuf wire-format reader is shared with the runtime's file checks (one implementation)
+_varint = read_varint
+_fields = iter_values
 
 
 @dataclass

@@ -74,6 +74,27 @@ def iter_fields(buf: bytes) -> list[Field]:
     return fields
 
 
+def iter_values(buf: bytes):
+    """Top-level fields of a protobuf message with their values: ``(number, wire_type, value)``,
+    ``value`` an int (varint), or bytes (length-delimited, fixed32, fixed64). Raises
+    :class:`WireError` on malformed bytes."""
+    for f in iter_fields(buf):
+        _, pos = _varint(buf, f.start)
+        if f.wire_type == 0:
+            value, _ = _varint(buf, pos)
+        elif f.wire_type == 2:
+            _, pos = _varint(buf, pos)
+            value = buf[pos:f.end]
+        else:
+            value = buf[pos:f.end]
+        yield f.number, f.wire_type, value
+
+
+def read_varint(buf: bytes, pos: int) -> tuple[int, int]:
+    """One varint at ``pos``: ``(value, next position)``; :class:`WireError` when malformed."""
+    return _varint(buf, pos)
+
+
 def scan_model(buf: bytes) -> list[Field]:
     """Fields of a ModelProto; raises :class:`WireError` when it is not one."""
     fields = iter_fields(buf)
