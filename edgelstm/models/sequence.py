@@ -106,8 +106,10 @@ def top_state(h_n: Tensor, directions: int) -> Tensor:
     valid step instead would give it a one-step view: its recurrent weights would get no
     gradient.)
     """
-    top = h_n[-directions:]                                  # [D, B, H]
-    return top.transpose(0, 1).reshape(top.shape[1], -1)     # [B, D*H]
+    if directions == 1:
+        return h_n[-1]                                       # [B, H]: one Gather in ONNX
+    # flatten(1), not reshape(B, -1): it exports to one Flatten instead of Shape/Gather/Concat/Reshape
+    return h_n[-directions:].transpose(0, 1).flatten(1)      # [D, B, H] -> [B, D*H]
 
 
 def last_valid(y: Tensor, lengths: Tensor | None) -> Tensor:
