@@ -653,6 +653,9 @@ def bench_onnx(path: str | os.PathLike, cases: Sequence[Case], settings: Setting
     return rows
 
 
+DECODE_TOKENS_PER_CALL = 16  # decoder_step through the runtime: one timed call decodes this many tokens
+
+
 def bench_runtime(path: str | os.PathLike, cases: Sequence[Case], settings: Settings, *,
                   name: str | None = None, progress: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
     """Benchmark one exported file through :mod:`edgelstm.runtime`, the way an application calls it.
@@ -694,28 +697,15 @@ def bench_runtime(path: str | os.PathLike, cases: Sequence[Case], settings: Sett
             s2s = loaded
             src = rng.integers(3, max(4, len(s2s.vocab or []) or 16), size=(case.batch, case.time))
             lens = np.full(case.batch, case.time)
-            enc = s2s.encoder.run(inputs={"src": src, "src_lengths": lens})
-            dec = s2s.decoder
-            out_names = [o.name for o in dec.outputs]
-            i_logits = out_names.index("logits")
-            state_idx = [(s.input, out_names.index(s.output)) for s in dec.states]
-            feeds = {"memory": ort.OrtValue.ortvalue_from_numpy(enc["memory"]),
-                     "src_lengths": ort.OrtValue.ortvalue_from_numpy(lens.astype(dec._in["src_lengths"].dtype))}
-            for s in dec.states:  # the encoder's final state starts the decoder (as generate does)
-                if s.output not in enc:
-                    raise ManifestError(str(path), f"encoder has no output {s.output!r} for the decoder's {s.input!r}",
-                                        expected=s.output, got=[o.name for o in s2s.encoder.outputs])
-                feeds[s.input] = ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(enc[s.output]))
-            tok = {"t": np.full(case.batch, s2s.bos, dtype=dec._in["token"].dtype)}
-            run = dec.session.run_with_ort_values
+            ids = src.astype(np.int64)
+            memory, init = s2s._encode(ids, lens)
+            tokens_per_call = DECODE_TOKENS_PER_CALL
 
-            def call(feeds=feeds, tok=tok) -> None:  # one token of Seq2SeqModel.generate
-                feeds["token"] = ort.OrtValue.ortvalue_from_numpy(tok["t"])
-                res = run(out_names, feeds)
-                tok["t"] = res[i_logits].numpy().argmax(axis=-1).astype(tok["t"].dtype)
-                for k, i in state_idx:
-                    feeds[k] = res[i]
-            api, steps_per_call = "Seq2SeqModel.generate (one token)", 1
+            def call(memory=memory, init=init, lens=lens, width=case.time) -> None:
+                # generate's own decoder loop (IO binding, double-buffered state), exactly
+                # DECODE_TOKENS_PER_CALL tokens; the sample is divided by that count below
+                s2s._decode(memory, init, lens, width, tokens_per_call, False, until_eos=False)
+            api, steps_per_call = f"Seq2SeqModel.generate decoder loop (per token, {tokens_per_call} per call)", 1
         elif role == "encoder":
             src = rng.integers(3, max(4, len(loaded.vocab or []) or 16), size=(case.batch, case.time))
             inputs = {"src": src, "src_lengths": np.full(case.batch, case.time)}
@@ -754,6 +744,8 @@ def bench_runtime(path: str | os.PathLike, cases: Sequence[Case], settings: Sett
             first_inference_s = first_call_s
         samples = measure(call, warmup=settings.warmup, runs=settings.runs, duration=settings.duration,
                           progress=progress, label=f"{name} {case.key}")
+        if role == "decoder_step":
+            samples = samples / DECODE_TOKENS_PER_CALL  # per token: one decoder step (first_call_s: whole call)
         stats = LatencyStats.from_samples(samples)
         floor = None
         if settings.floor:

@@ -179,7 +179,7 @@ class Seq2SeqModel:
         return vals["memory"], {s.input: vals[s.output] for s in self._dec_states}
 
     def _decode(self, memory: ort.OrtValue, init: dict[str, ort.OrtValue], lens: np.ndarray, width: int,
-                max_len: int, return_attention: bool):
+                max_len: int, return_attention: bool, until_eos: bool = True):
         """The decoder loop: one ``run_with_iobinding`` per token and no allocation.
 
         Two bindings are made once per call: binding ``p`` reads state set ``p`` and writes set
@@ -187,7 +187,8 @@ class Seq2SeqModel:
         overwrites the state it reads. ``memory`` and ``src_lengths`` are bound once; ``token``
         is a bound numpy buffer that ``logits.argmax(out=...)`` refills in place, and logits (and
         attention) go to preallocated numpy buffers. Returns the token history ``[steps, batch]``,
-        each row's token count (up to, not including, its eos) and the attention history."""
+        each row's token count (up to, not including, its eos) and the attention history.
+        ``until_eos=False`` decodes exactly ``max_len`` tokens (what :mod:`edgelstm.runtime.bench` times)."""
         dec = self.decoder
         sess, dev = dec.session, dec.state_device
         batch = len(lens)
@@ -238,6 +239,8 @@ class Seq2SeqModel:
             hist[t] = amax
             if attn is not None:
                 attn[t] = attn_buf
+            if not until_eos:  # fixed-length decoding (benchmarks time max_len tokens exactly)
+                continue
             row = amax.tolist()
             if eos in row:  # rare: settle which rows just stopped
                 for b, v in enumerate(row):
