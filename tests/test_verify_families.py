@@ -162,17 +162,30 @@ def test_run_dir_test_split_gives_accuracy_per_backend(tmp_path, family, dataset
     assert s["candidates"]["ort:cpu[m.int8.onnx]"]["accuracy"] is not None
 
 
-def test_run_dir_forecast_reports_rmse_in_normalized_units(tmp_path):
+def test_run_dir_forecast_reports_rmse_in_data_units(tmp_path):
+    import json
+
     from edgelstm.exporters.runs import export_run
 
-    run = _run_dir(tmp_path, "gru", "sine")
+    from click.testing import CliRunner
+
+    from edgelstm.cli import cli
+
+    run = tmp_path / "run"  # a trained run: its metrics.json holds the test RMSE training measured
+    res = CliRunner().invoke(cli, ["train", "--family", "gru", "--dataset", "sine", "--hidden", "4", "--epochs", "1",
+                                   "--quiet", "--threads", "1", "--out", str(run)])
+    assert res.exit_code == 0, res.output
     path = tmp_path / "m.onnx"
     export_run(run, path)
-    r = verify(path, reference=str(run), steps=0, oracles=[], checks=["outputs", "task"], data_limit=16)
+    r = verify(path, reference=str(run), steps=0, oracles=[], checks=["outputs", "task"], data_limit=None)
     task = r.select("task")
     assert r and len(task) == 1 and task[0].case.startswith("run data: sine test split")
     st = task[0].stats
-    assert st["units"] == "normalized targets"
+    assert st["units"] == "data units"
+    # the whole test split, scored like training scored it: the run's own test RMSE (float32
+    # predictions, float64 sums: equal to 1e-5 relative)
+    metrics = json.loads((Path(run) / "metrics.json").read_text())
+    assert st["reference_rmse"] == pytest.approx(metrics["test_rmse"], rel=1e-5)
     # fp32 vs fp32: the same prediction, the same RMSE up to float32 rounding
     assert st["rmse"] == pytest.approx(st["reference_rmse"], rel=1e-5)
 

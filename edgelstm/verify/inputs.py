@@ -171,8 +171,8 @@ def load_run_data(run_dir: str | Path, manifest=None, *, split: str = "test", ma
 
     This is what ``exporters/quantize.py`` does for run-directory calibration (there on the
     validation split); verification uses the test split, which neither training nor calibration
-    has seen. Regression / forecast targets are mapped into the graph's output units with the
-    data set's target normalization (training predicts normalized targets).
+    has seen. Regression / forecast targets are compared in the data's units, as the saved model
+    predicts them.
     """
     from edgelstm.checkpoint import read_run_config
     from edgelstm.data import load_dataset
@@ -199,10 +199,9 @@ def load_run_data(run_dir: str | Path, manifest=None, *, split: str = "test", ma
         x = x.astype(np.float32)
     lengths = np.asarray(part.lengths)
     y = np.asarray(part.y)
+    # Regression / forecast targets stay in the data's units: training folds the target scale into
+    # the head before saving (edgelstm.training), so the graph's output is in data units too.
     target_normalized = False
-    if bundle.task in ("regress", "forecast") and bundle.target_normalization is not None:
-        y = bundle.target_normalization.apply(y)
-        target_normalized = True
     key = "src" if bundle.task == "seq2seq" else "x"
     return RunData(bundle.task, {key: x, "lengths": lengths}, y,
                    None if part.y_lengths is None else np.asarray(part.y_lengths),
