@@ -68,6 +68,12 @@ def main(argv: list[str] | None = None) -> None:
             raise
         click.echo(f"error: {e}", err=True)
         sys.exit(e.exit_code)
+    except OSError as e:  # a path that cannot be read or written: one line, never a traceback
+        if os.environ.get("EDGELSTM_DEBUG"):
+            raise
+        where = e.filename if e.filename is not None else "file"
+        click.echo(f"error: {where} | {e.strerror or e}", err=True)
+        sys.exit(2)
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         sys.exit(130)

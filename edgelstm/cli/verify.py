@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from edgelstm.cli import options
-from edgelstm.errors import UsageError
+from edgelstm.errors import EdgeLSTMError, UsageError
 
 
 @click.command("verify")
@@ -46,6 +46,21 @@ def verify_cmd(model, reference, model_spec, checkpoint, against, device, data, 
 
     A seq2seq export is verified as its encoder / decoder-step pair: give OUT.onnx (the stem),
     OUT.encoder.onnx or OUT.decoder_step.onnx (and the same for --against)."""
+    try:
+        return _verify(model, reference, model_spec, checkpoint, against, device, data, run_data, data_limit, steps,
+                       atol, min_snr, checks, oracles, seed, json_out, plot, quiet)
+    except EdgeLSTMError as e:
+        # verify's contract is 0 pass, 1 fail, 2 anything that kept it from judging (a missing or
+        # foreign file, an unavailable device, a bad option): never 1, which means "model failed"
+        e.exit_code = 2
+        raise
+    except OSError as e:  # an unwritable --json / --plot path
+        raise UsageError(str(e.filename or "output"), "cannot write", expected="a writable path",
+                         got=e.strerror or str(e)) from None
+
+
+def _verify(model, reference, model_spec, checkpoint, against, device, data, run_data, data_limit, steps,
+            atol, min_snr, checks, oracles, seed, json_out, plot, quiet) -> int:
     from edgelstm.verify.core import verify
 
     if checkpoint and not model_spec:
@@ -63,7 +78,11 @@ def verify_cmd(model, reference, model_spec, checkpoint, against, device, data, 
     text = result.table()
     click.echo(text.splitlines()[-1] if quiet else text)
     if plot:  # after the report: a plot that cannot be drawn (no drift run) must not hide it
-        result.plot(plot)
+        if any(c.check == "drift" and c.curve for c in result.checks):
+            result.plot(plot)
+        else:
+            click.echo(f"note: --plot: no PNG written to {plot}: the drift check did not run "
+                       "(seq2seq pair, --steps 0, or a model that cannot stream)", err=True)
     return 0 if result.passed else 1
 
 

@@ -189,6 +189,11 @@ class OrtBackend(Backend):
             raise ModelFileError(str(spec.path), f"onnxruntime cannot load the model with {provider}",
                                  expected="a model onnxruntime accepts", got=f"{type(e).__name__}: {e}") from None
         self.providers = self.session.get_providers()
+        if provider not in self.providers:  # onnxruntime dropped it (e.g. CUDA libraries missing)
+            from edgelstm.errors import ProviderUnavailableError
+            raise ProviderUnavailableError(f"{spec.label} on {provider}", "onnxruntime created the session without "
+                                           "the requested provider (verification never falls back silently)",
+                                           expected=provider, got=self.providers)
         short = provider.replace("ExecutionProvider", "").lower()
         self.name = f"ort:{short}[{spec.label}]"
 

@@ -190,6 +190,11 @@ def load_run_data(run_dir: str | Path, manifest=None, *, split: str = "test", ma
     if max_rows is not None and total > max_rows:
         part = part.subset(slice(0, max_rows))
     x = np.asarray(part.x)
+    x_spec = manifest.input("x") if manifest is not None else None
+    want = x_spec.shape[-1] if x_spec is not None and x_spec.shape else None
+    if isinstance(want, int) and x.ndim == 3 and x.shape[-1] != want:
+        raise UsageError("--reference", f"run {Path(run_dir).name} ({run.dataset}) does not fit this model",
+                         expected=f"{want} features per step, as the graph's x", got=f"{x.shape[-1]} features")
     norm = manifest.normalization if manifest is not None else None
     mean_std = (norm.mean, norm.std) if norm is not None else \
         ((run.normalization["mean"], run.normalization["std"]) if run.normalization else None)

@@ -76,7 +76,9 @@ def resolve_pair(path: str | os.PathLike) -> tuple[Path, Path] | None:
             stem = name[:-len(suffix)]
             enc, dec = p.with_name(f"{stem}.encoder.onnx"), p.with_name(f"{stem}.decoder_step.onnx")
             other = _manifest_companion(p, "decoder_step" if role == "encoder" else "encoder")
-            if other is not None:
+            # the manifest's name wins when that file is there; files renamed after export fall
+            # back to the naming convention (as edgelstm.runtime.load does)
+            if other is not None and other.exists():
                 enc, dec = (p, other) if role == "encoder" else (other, p)
             return enc, dec
     if not p.exists():
