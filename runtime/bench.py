@@ -412,6 +412,9 @@ def resolve_providers(device: str) -> tuple[list[str], list[dict]]:
     never falls back silently, so an unavailable device raises ProviderUnavailableError."""
     from edgelstm.runtime.providers import plan_providers
 
+    if "," in device:  # a list would read as a fallback chain and time only its first available entry
+        raise UsageError("--device", "bench times one device per run", expected="one of cpu, cuda, tensorrt, arm, "
+                         "coreml, nnapi, qnn (run once per device, then merge with edgelstm bench-report)", got=device)
     plan = plan_providers(device, fallback=False)
     return plan.providers, plan.options
 

@@ -68,3 +68,8 @@ def test_seq2seq_pair_renamed_after_export_still_verifies(tmp_path):
         (tmp_path / f"m.{role}.onnx").unlink()
     code, out, err = _main("verify", str(tmp_path / "renamed.encoder.onnx"), "--oracles", "numpy", "--steps", "0", "-q")
     assert code == 0 and "PASSED" in out, (out, err)
+
+
+def test_bench_refuses_a_device_list(runs):
+    code, _, err = _main("bench", str(runs / "lstm.onnx"), "--device", "cpu,cuda", "--runs", "2", "--quiet")
+    assert code == 2 and "bench times one device per run" in err and "Traceback" not in err
