@@ -131,6 +131,26 @@ def _is_empty_dir(p: Path) -> bool:
 
 
 # ---------------------------------------------------------------------------- save
+RUN_MARKER = "config.json"
+
+
+def is_run_dir(path: str | os.PathLike) -> bool:
+    """A directory written by :func:`save_run` (it holds ``config.json``), complete or not."""
+    p = Path(path)
+    return p.is_dir() and (p / RUN_MARKER).is_file()
+
+
+def refuse_foreign_dir(path: str | os.PathLike) -> None:
+    """``--overwrite`` replaces a run directory, never anything else: a non-empty directory that
+    is not a run (a project folder given by mistake) is refused whatever the flag says."""
+    p = Path(path)
+    if p.is_dir() and not _is_empty_dir(p) and not is_run_dir(p):
+        raise RunDirExistsError(str(p), "is a non-empty directory that is not a run directory; refusing to write "
+                                "into it or replace it, even with --overwrite",
+                                expected=f"a new or empty directory, or a run directory (with {RUN_MARKER})",
+                                got=f"{sum(1 for _ in p.iterdir())} other entries")
+
+
 def save_run(run_dir: str | os.PathLike, model: nn.Module, run_config: RunConfig,
              metrics: dict[str, Any] | None = None, overwrite: bool = False) -> Path:
     """Write ``model.safetensors``, ``config.json`` and ``metrics.json`` into ``run_dir`` atomically.
@@ -142,6 +162,7 @@ def save_run(run_dir: str | os.PathLike, model: nn.Module, run_config: RunConfig
     if run_dir.exists() and not run_dir.is_dir():
         raise RunDirExistsError(str(run_dir), "exists and is not a directory", expected="a directory path",
                                 got="a file")
+    refuse_foreign_dir(run_dir)
     if run_dir.exists() and not overwrite and not _is_empty_dir(run_dir):
         raise RunDirExistsError(str(run_dir), "already holds a run; pass overwrite (--overwrite) to replace it")
     if not isinstance(run_config, RunConfig):

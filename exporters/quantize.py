@@ -329,6 +329,21 @@ def _feeds_from_arrays(arrays: dict[str, np.ndarray], sess_inputs, *, source: st
     if labels is not None and labels.shape[0] != n:
         raise DataError(f"{source}:y", "labels disagree with the inputs on the number of sequences",
                         expected=n, got=labels.shape[0])
+    by_name = {i.name: i for i in sess_inputs}
+    for k, v in feeds.items():  # rank, feature size and finiteness, before onnxruntime sees them
+        spec = by_name[k]
+        want = list(spec.shape)
+        if v.ndim != len(want):
+            raise DataError(f"{source}:{k}", "array rank does not match the graph input",
+                            expected=f"{len(want)}-D {want}", got=f"{v.ndim}-D {list(v.shape)}")
+        for axis, (w, g) in enumerate(zip(want, v.shape)):
+            if axis > 0 and isinstance(w, int) and w != g:
+                raise DataError(f"{source}:{k}", f"size of axis {axis} does not match the graph input "
+                                "(calibration data from another model or data set?)", expected=want,
+                                got=list(v.shape))
+        if v.dtype.kind == "f" and not np.isfinite(v).all():
+            raise DataError(f"{source}:{k}", "calibration data holds NaN or Inf", expected="finite values",
+                            got=f"{int((~np.isfinite(v)).sum())} non-finite values")
     # states ([layers*dirs, batch, H]) are batch-second: only inputs with a leading batch axis
     # may be given; missing state inputs start at zeros, missing lengths mean full sequences.
     return CalibrationData(feeds, labels, source)
@@ -347,6 +362,9 @@ def _load_run_dir(p: Path, sess_inputs, manifest: Manifest | None) -> Calibratio
     split = bundle.val if len(bundle.val) else bundle.test
     x = np.asarray(split.x)
     norm = manifest.normalization if manifest is not None else None
+    if norm is not None and x.ndim == 3 and x.shape[-1] != len(norm.mean):
+        raise DataError(str(p), f"the run's data set ({run.dataset}) does not fit this model",
+                        expected=f"{len(norm.mean)} features per step", got=f"{x.shape[-1]}")
     if x.dtype.kind == "f":
         if norm is not None:  # the graph takes normalized features (the runtime normalizes on the way in)
             x = ((x - np.asarray(norm.mean, np.float32)) / np.asarray(norm.std, np.float32)).astype(np.float32)
@@ -770,12 +788,34 @@ def quantize(model_path: str | os.PathLike, output_path: str | os.PathLike,
     if not src.exists() and all(p.exists() for p in pair):
         if dst.suffix.lower() != ".onnx":
             raise UsageError("-o", "output must be an .onnx file", expected="a path ending in .onnx", got=str(dst))
+        mode_name = mode.mode if isinstance(mode, QuantizeOptions) else mode
+        if mode_name == "int8-static":
+            raise UnsupportedError(str(src), "int8-static is not available for a seq2seq pair: its decoder step "
+                                   "needs calibration data for memory and states, which a run directory or an "
+                                   ".npz of source sequences does not hold", expected="--mode int8-dynamic or fp16",
+                                   got="int8-static")
         out_pair = _seq2seq_pair(dst)
+        if not kw.get("overwrite", True) and any(p.exists() for p in out_pair):
+            raise UsageError(str(dst), "output exists", expected="a new path or --overwrite",
+                             got=[str(p) for p in out_pair if p.exists()])
         roles = {"encoder": out_pair[0].name, "decoder_step": out_pair[1].name}
         reports = []
-        for role, s_path, d_path in (("encoder", pair[0], out_pair[0]), ("decoder_step", pair[1], out_pair[1])):
-            other = {k: v for k, v in roles.items() if k != role}
-            reports.append(quantize_file(s_path, d_path, mode, companions=other, **kw))
+        # both graphs are written into a temporary folder beside the output and renamed into place
+        # only when both succeeded: never half a pair on disk
+        stage = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", dir=dst.parent if str(dst.parent) else "."))
+        try:
+            for role, s_path, d_path in (("encoder", pair[0], out_pair[0]), ("decoder_step", pair[1], out_pair[1])):
+                other = {k: v for k, v in roles.items() if k != role}
+                # the run's (or npz's) source sequences feed the encoder; the decoder step's inputs
+                # (memory, states) are not in them: its error is measured on random tokens and states
+                kw_role = kw if role == "encoder" else {**kw, "calibration": None}
+                reports.append(quantize_file(s_path, stage / d_path.name, mode, companions=other, **kw_role))
+            for d_path in out_pair:
+                os.replace(stage / d_path.name, d_path)
+        finally:
+            shutil.rmtree(stage, ignore_errors=True)
+        for r, d_path in zip(reports, out_pair):
+            r.output = str(d_path)
         reports[0].companions = reports[1:]
         return reports[0]
     return quantize_file(src, dst, mode, **kw)

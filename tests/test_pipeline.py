@@ -118,3 +118,54 @@ def test_demo_runs_every_stage_and_fills_the_table(tmp_path, monkeypatch):
     # accuracy over ~180 digits can only differ if a near-tie flips (at most one sample here).
     assert abs(row["onnx_fp32"] - row["test"]) <= 1 / 150
     assert (tmp_path / "report.md").read_text().count("| lstm | digits |") == 1
+
+
+def test_overwrite_never_replaces_a_directory_that_is_not_a_run(tmp_path, runner):
+    proj = tmp_path / "proj"
+    (proj / "src").mkdir(parents=True)
+    (proj / "src" / "keep.py").write_text("x = 1\n")
+    r = runner.invoke(cli, ["train", "--family", "gru", "--dataset", "sine", "--hidden", "4", "--epochs", "1",
+                            "--quiet", "--overwrite", "--out", str(proj)])
+    assert r.exit_code != 0
+    assert "is a non-empty directory that is not a run directory" in str(r.exception)
+    assert (proj / "src" / "keep.py").read_text() == "x = 1\n"
+    # a real run directory is still replaced with --overwrite
+    run = tmp_path / "run"
+    for _ in range(2):
+        _ok(runner.invoke(cli, ["train", "--family", "gru", "--dataset", "sine", "--hidden", "4", "--epochs", "1",
+                                "--quiet", "--overwrite", "--out", str(run)]))
+
+
+def test_seq2seq_quantize_writes_the_pair_or_nothing(tmp_path, runner):
+    run = tmp_path / "run"
+    _ok(runner.invoke(cli, ["train", "--family", "attention", "--dataset", "dates", "--hidden", "4", "--epochs", "1",
+                            "--quiet", "--threads", "1", "--out", str(run)]))
+    _ok(runner.invoke(cli, ["export", str(run), "-o", str(tmp_path / "m.onnx")]))
+    # the run's source sequences calibrate the encoder; the decoder step gets random tokens/states
+    _ok(runner.invoke(cli, ["quantize", str(tmp_path / "m.onnx"), "-o", str(tmp_path / "q.onnx"), "--mode",
+                            "int8-dynamic", "--calibration", str(run)]))
+    assert (tmp_path / "q.encoder.onnx").is_file() and (tmp_path / "q.decoder_step.onnx").is_file()
+    r = runner.invoke(cli, ["quantize", str(tmp_path / "m.onnx"), "-o", str(tmp_path / "s.onnx"), "--mode",
+                            "int8-static", "--calibration", str(run)])
+    assert r.exit_code != 0 and "int8-static is not available for a seq2seq pair" in str(r.exception)
+    assert not list(tmp_path.glob("s.*")) and not list(tmp_path.glob(".s.onnx.*"))
+
+
+@pytest.mark.parametrize("x,match", [  # for a model with 3 features per step
+    (np.zeros((4, 8, 5), np.float32), r"size of axis 2 does not match the graph input"),
+    (np.full((4, 8, 3), np.nan, np.float32), r"calibration data holds NaN or Inf"),
+    (np.zeros((4, 8), np.float32), r"array rank does not match the graph input; expected 3-D"),
+], ids=["features", "nan", "rank"])
+def test_bad_calibration_data_is_refused_before_quantizing(tmp_path, x, match):
+    from tiny import make_tiny
+
+    from edgelstm.errors import DataError
+    from edgelstm.exporters import export_model
+    from edgelstm.exporters.quantize import quantize
+
+    m = tmp_path / "m.onnx"
+    export_model(make_tiny("lstm-1x4"), m)
+    np.savez(tmp_path / "c.npz", x=x)
+    with pytest.raises(DataError, match=match):
+        quantize(m, tmp_path / "q.onnx", "int8-static", calibration=tmp_path / "c.npz")
+    assert not (tmp_path / "q.onnx").exists()

@@ -6,7 +6,7 @@ import logging
 from dataclasses import asdict
 from pathlib import Path
 
-from edgelstm.checkpoint import RunConfig, save_run
+from edgelstm.checkpoint import RunConfig, refuse_foreign_dir, save_run
 from edgelstm.data import DatasetBundle, load_dataset
 from edgelstm.errors import RunDirExistsError
 from edgelstm.fileio import write_text_atomic
@@ -22,6 +22,7 @@ def check_out_dir(out_dir: str | Path, overwrite: bool) -> Path:
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise RunDirExistsError(str(out), "exists and is not a directory", expected="a directory path", got="a file")
+    refuse_foreign_dir(out)
     if out.is_dir() and any(out.iterdir()) and not overwrite:
         raise RunDirExistsError(str(out), "already holds a run; pass --overwrite to replace it")
     return out
