@@ -168,6 +168,10 @@ def session_options(threads: int | None = None, *, inter_threads: int | None = N
                     profile_prefix: str | None = None) -> ort.SessionOptions:
     so = ort.SessionOptions()
     if threads is not None:
+        if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)):
+            raise UsageError("threads", "thread count must be an integer or None",
+                             expected="an int >= 0 or None", got=repr(threads))
+        threads = int(threads)
         if threads < 0:
             raise UsageError("threads", "thread count must be >= 0 (0 = onnxruntime's default)",
                              expected=">= 0", got=threads)
@@ -186,6 +190,16 @@ def session_options(threads: int | None = None, *, inter_threads: int | None = N
         so.enable_profiling = True
         so.profile_file_prefix = profile_prefix
     return so
+
+
+def check_threads(threads: Any) -> int | None:
+    """``threads`` for :func:`edgelstm.runtime.load`: a positive integer or None (onnxruntime's default)."""
+    if threads is None:
+        return None
+    if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or threads < 1:
+        raise UsageError("threads", "intra-op thread count must be a positive integer or None",
+                         expected="an int >= 1 or None (onnxruntime's default)", got=repr(threads))
+    return int(threads)
 
 
 def create_session(path: Path, plan: ProviderPlan, so: ort.SessionOptions) -> ort.InferenceSession:
@@ -220,6 +234,7 @@ class Model:
                  optimization: str = "all"):
         if nan not in NAN_MODES:
             raise UsageError("nan", "unknown NaN/Inf policy", expected=list(NAN_MODES), got=nan)
+        threads = check_threads(threads)
         self.path = path
         self.nan = nan
         self.threads = threads
@@ -278,6 +293,7 @@ class Model:
                 if isinstance(md, int) and isinstance(gd, int) and md != gd:
                     raise ManifestError(src, f"dimension {axis} of {t.name!r} disagrees with the graph",
                                         expected=gd, got=md)
+        self._check_manifest_states(m, src)
         self.states = [StatePair(s.input, s.output, self._in[s.input]) for s in m.states]
         for s in self.states:
             ld, hidden = s.size
@@ -302,6 +318,42 @@ class Model:
                 raise ManifestError(src, f"label count disagrees with {self.label_output!r}",
                                     expected=k, got=len(self.labels))
         self._set_normalization(m)
+
+    def _check_manifest_states(self, m: Manifest, src: str) -> None:
+        """Every state names a graph input and a graph output of the same dtype and shape, no two
+        states share an input or an output, and every graph ``*_in`` input with a matching ``*_out``
+        output is a declared state (otherwise a run would fail later blaming the caller)."""
+        seen_in: dict[str, str] = {}
+        seen_out: dict[str, str] = {}
+        for st in m.states:
+            gi, go = self._in.get(st.input), self._out.get(st.output)
+            if gi is None:
+                raise ManifestError(src, f"state {st.input!r}: its input is not a graph input",
+                                    expected=f"one of {sorted(self._in)}", got=st.input)
+            if go is None:
+                raise ManifestError(src, f"state {st.input!r}: its output is not a graph output",
+                                    expected=f"one of {sorted(self._out)}", got=st.output)
+            if st.input in seen_in:
+                raise ManifestError(src, f"state {st.input!r} is declared twice",
+                                    expected="one state per input", got=[seen_in[st.input], st.output])
+            if st.output in seen_out:
+                raise ManifestError(src, f"state {st.input!r}: output {st.output!r} is already the output of "
+                                    f"state {seen_out[st.output]!r}",
+                                    expected="a distinct output per state (graph outputs "
+                                    f"{sorted(n for n in self._out)})", got=st.output)
+            seen_in[st.input], seen_out[st.output] = st.output, st.input
+            same = gi.dtype == go.dtype and gi.rank == go.rank and all(
+                not (isinstance(a, int) and isinstance(b, int) and a > 0 and b > 0 and a != b)
+                for a, b in zip(gi.shape, go.shape))
+            if not same:
+                raise ManifestError(src, f"state {st.input!r}: output {st.output!r} does not match the input's "
+                                    "dtype and shape", expected=f"{gi.dtype.name} {list(gi.shape)}",
+                                    got=f"{go.dtype.name} {list(go.shape)}")
+        for s in self.inputs:
+            if s.name.endswith("_in") and s.name[:-3] + "_out" in self._out and s.name not in seen_in:
+                raise ManifestError(src, f"graph state input {s.name!r} is not declared in the manifest's states",
+                                    expected=f"a state {{input: {s.name!r}, output: {s.name[:-3] + '_out'!r}}}",
+                                    got=f"states {[[st.input, st.output] for st in m.states]}")
 
     def _infer_layout(self) -> None:
         outs = set(self._out)
@@ -411,8 +463,9 @@ class Model:
         return f"Model({str(self.path)!r}, family={self.family}, task={self.task}, providers={self.providers})"
 
     # -------------------------------------------------------------- input checks
-    def check_nan(self, name: str, arr: np.ndarray) -> None:
-        if self.nan == "pass" or arr.dtype.kind != "f":
+    def check_nan(self, name: str, arr: np.ndarray, nan: str | None = None) -> None:
+        """Raise :class:`InputError` naming ``name`` for NaN/Inf in ``arr`` (policy ``nan``, default the model's)."""
+        if (nan or self.nan) == "pass" or arr.dtype.kind != "f":
             return
         # fast path: a finite sum means every element is finite (an overflowing sum re-checks exactly)
         if math.isfinite(float(arr.sum(dtype=np.float64))):
@@ -423,7 +476,7 @@ class Model:
             raise InputError(name, "input contains NaN or Inf (pass nan='pass' to allow)",
                              expected="finite values", got=f"{int(bad.sum())} non-finite, first at index {first}")
 
-    def prepare_x(self, x: Any, *, rank: int = 3, name: str | None = None) -> np.ndarray:
+    def prepare_x(self, x: Any, *, rank: int = 3, name: str | None = None, nan: str | None = None) -> np.ndarray:
         """Validate ``x`` ([batch, time, features], or [batch, features] for rank 2), cast it to the
         graph's dtype, check NaN/Inf, apply the manifest's normalization."""
         name = name or self.x_name or "x"
@@ -434,12 +487,17 @@ class Model:
         want = "[batch, time, features]" if rank == 3 else "[batch, features]"
         if arr.ndim != rank:
             raise InputError(name, "wrong rank", expected=f"{rank}-D {want}", got=f"{arr.ndim}-D shape {arr.shape}")
+        if arr.shape[0] < 1:
+            raise InputError(name, "empty batch", expected=f"at least one sequence: {want} with batch >= 1",
+                             got=f"shape {arr.shape}")
+        if rank == 3 and arr.shape[1] < 1:
+            raise InputError(name, "no time steps", expected=f"{want} with time >= 1", got=f"shape {arr.shape}")
         f = spec.fixed(-1)
         if f is not None and arr.shape[-1] != f:
             raise InputError(name, "wrong feature size", expected=f, got=arr.shape[-1])
         if arr.dtype != spec.dtype:
             arr = arr.astype(spec.dtype)
-        self.check_nan(name, arr)
+        self.check_nan(name, arr, nan)
         if self._norm is not None:
             scale, offset = self._norm
             arr = arr * scale + offset
@@ -552,6 +610,9 @@ class Model:
             if arr.ndim != spec.rank:
                 raise InputError(name, "wrong rank", expected=f"{spec.rank}-D {list(spec.shape)}",
                                  got=f"{arr.ndim}-D {list(arr.shape)}")
+            if arr.size == 0:
+                raise InputError(name, "empty input (a dimension of size 0)",
+                                 expected=f"every dimension >= 1 ({list(spec.shape)})", got=f"shape {arr.shape}")
             for axis, d in enumerate(spec.shape):
                 if isinstance(d, int) and d > 0 and arr.shape[axis] != d:
                     raise InputError(name, f"wrong size of dimension {axis}", expected=d, got=arr.shape[axis])

@@ -38,6 +38,12 @@ class Generation:
         return {"tokens": self.tokens, "texts": self.texts}
 
 
+MAX_GENERATE_LEN = 10_000
+"""Hard upper bound on ``generate(max_len=...)`` (and on a manifest's ``max_len``): greedy decoding
+runs one decoder call per token and keeps a ``[max_len, batch]`` history, so an unbounded value
+would turn a typo into an apparent hang or a huge allocation."""
+
+
 class Seq2SeqModel:
     """An encoder / decoder-step pair loaded as one model."""
 
@@ -59,6 +65,9 @@ class Seq2SeqModel:
         self.pad, self.bos, self.eos = int(sp["pad"]), int(sp["bos"]), int(sp["eos"])
         self.unk = sp.get("unk")
         self.max_len = int(m.max_len) if m.max_len else 64
+        if not 1 <= self.max_len <= MAX_GENERATE_LEN:
+            raise ManifestError(str(decoder.path), "manifest max_len out of range",
+                                expected=f"1..{MAX_GENERATE_LEN}", got=self.max_len)
         self._specials = {self.pad, self.bos, self.eos}
         tok = m.extra.get("tokenizer")
         if tok not in (None, "char", "word"):
@@ -143,12 +152,16 @@ class Seq2SeqModel:
         """Greedy decoding. ``src``: a string, a list of strings, or token ids (one list, a list of
         lists, or ``[batch, src_time]`` with pad=``pad``). A row stops at its first eos (not
         included) or after ``max_len`` tokens; decoding ends when every row has stopped.
+        ``max_len`` defaults to the manifest's ``max_len`` (64 without one) and may be at most
+        :data:`MAX_GENERATE_LEN` (10,000 tokens); larger values raise :class:`UsageError`.
 
         Each call owns its buffers, so one model can generate from many threads at once."""
         max_len = self.max_len if max_len is None else max_len
         if isinstance(max_len, bool) or not isinstance(max_len, (int, np.integer)) or max_len < 1:
             raise UsageError("max_len", "must be a positive integer", expected=">= 1", got=max_len)
         max_len = int(max_len)
+        if max_len > MAX_GENERATE_LEN:
+            raise UsageError("max_len", "too many output tokens", expected=f"1..{MAX_GENERATE_LEN}", got=max_len)
         ids, lens = self._batch(src)
         memory, init = self._encode(ids, lens)
         hist, stop, attn = self._decode(memory, init, lens, ids.shape[1], max_len, return_attention)

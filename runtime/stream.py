@@ -55,6 +55,7 @@ class Stream:
             raise UsageError("nan", "unknown NaN/Inf policy", expected=list(NAN_MODES), got=nan)
         self.model = model
         self.batch = b = int(batch)
+        self._nan = nan
         self._check_nan = nan == "raise"
         self._sess = model.session
         spec = model._in[model.x_name]
@@ -143,15 +144,16 @@ class Stream:
     # -------------------------------------------------------------- running
     def _prepare(self, arr: Any, rank: int) -> np.ndarray:
         """Fast path for the common case (right type, shape, dtype); full checks otherwise."""
+        name = "frame" if rank == 2 else "chunk"  # the caller's argument name, for error messages
         if (type(arr) is np.ndarray and arr.dtype == self._dtype and arr.ndim == rank
-                and arr.shape[0] == self.batch and (self._features is None or arr.shape[-1] == self._features)):
+                and arr.shape[0] == self.batch and (rank == 2 or arr.shape[1] >= 1)
+                and (self._features is None or arr.shape[-1] == self._features)):
             if self._check_nan and not math.isfinite(float(arr.sum(dtype=np.float64))):
-                self.model.check_nan(self._x_name, arr)
+                self.model.check_nan(name, arr, self._nan)
             if self._norm is not None:
                 arr = arr * self._norm[0] + self._norm[1]
             return arr
-        name = "frame" if rank == 2 else "chunk"
-        out = self.model.prepare_x(arr, rank=rank, name=name)  # raises for rank, features, dtype, NaN
+        out = self.model.prepare_x(arr, rank=rank, name=name, nan=self._nan)  # raises for rank, features, dtype, NaN
         if out.shape[0] != self.batch:
             raise InputError(name, "batch does not match the stream's state", expected=self.batch, got=out.shape[0])
         return out

@@ -213,7 +213,7 @@ def test_run_rejects_bad_x(models, bad, match):
     (lambda s: s.step(np.zeros((2, 5), np.float32)), r"frame \| wrong feature size; expected 4, got 5"),
     (lambda s: s.step(np.zeros((2, 1, 4), np.float32)), r"frame \| wrong rank; expected 2-D"),
     (lambda s: s.feed(np.zeros((2, 4), np.float32)), r"chunk \| wrong rank; expected 3-D"),
-    (lambda s: s.step(np.array([[np.inf] * 4] * 2, np.float32)), r"x \| input contains NaN or Inf"),
+    (lambda s: s.step(np.array([[np.inf] * 4] * 2, np.float32)), r"frame \| input contains NaN or Inf"),
     (lambda s: setattr(s, "state", {"h_in": np.zeros((1, 3, 8)), "c_in": np.zeros((1, 3, 8))}),
      r"h_in \| state batch does not match; expected \[1, 2, 8\], got \[1, 3, 8\]"),
     (lambda s: setattr(s, "state", {"h_in": np.zeros((1, 2, 8))}), r"state \| incomplete state"),

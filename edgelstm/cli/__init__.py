@@ -29,6 +29,7 @@ COMMANDS: dict[str, str] = {
     "verify": "verify",
     "bench": "bench",
     "bench-report": "bench",
+    "inspect": "inspect",
 }
 
 

@@ -12,7 +12,7 @@ import click
 import numpy as np
 
 from edgelstm.cli import options
-from edgelstm.errors import DataError, UsageError
+from edgelstm.errors import DataError, InputError, UsageError
 from edgelstm.fileio import atomic_path, write_text_atomic
 
 
@@ -164,6 +164,12 @@ def _run_stream(model, x, lengths, state):
     if lengths is not None:
         raise UsageError("--stream", "per-sequence lengths are not used when streaming; trim the data instead",
                          expected="no 'lengths' array", got="lengths")
+    if x.ndim != 3:
+        raise InputError("x", "wrong rank for --stream", expected="[batch, time, features] (or [time, features])",
+                         got=f"{x.ndim}-D shape {x.shape}")
+    if x.shape[0] < 1 or x.shape[1] < 1:
+        raise InputError("x", "nothing to stream", expected="batch >= 1 and time >= 1",
+                         got=f"shape {x.shape}")
     stream = model.stream(batch=x.shape[0])
     if state is not None:
         stream.state = state

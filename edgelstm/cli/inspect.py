@@ -1,0 +1,356 @@
+"""``edgelstm inspect MODEL.onnx``: what an exported model is, without running it.
+
+Shows the manifest, the inputs / outputs / recurrent states, the operator histogram (ops inside
+control-flow subgraphs such as ``If`` / ``Loop`` / ``Scan`` bodies are counted separately), the
+parameter count and file size, and which execution providers ``--device`` would use here.
+
+Torch-free and onnx-free (works on a device install): the graph is read from the protobuf wire
+format (:mod:`edgelstm.runtime.integrity`), the manifest and the I/O signature through an
+onnxruntime CPU session. A seq2seq export (the stem ``X.onnx`` or either of ``X.encoder.onnx`` /
+``X.decoder_step.onnx``) shows both graphs.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import warnings
+from collections import Counter
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import click
+
+from edgelstm.errors import ModelFileError
+
+SCHEMA = "edgelstm.inspect/1"
+
+# ONNX TensorProto element types that hold weights (float, uint8, int8, float16, double, bfloat16)
+# and their sizes, as runtime/bench.py counts them, so inspect and bench report the same figures.
+_WEIGHT_DTYPES = {1, 2, 3, 10, 11, 16}
+_DTYPE_BYTES = {1: 4, 2: 1, 3: 1, 4: 2, 5: 2, 6: 4, 7: 8, 9: 1, 10: 2, 11: 8, 12: 4, 13: 8, 16: 2}
+_CONTROL_FLOW = ("If", "Loop", "Scan")
+
+# protobuf field numbers (onnx.proto3)
+_MODEL_IR, _MODEL_PRODUCER, _MODEL_PRODUCER_VERSION, _MODEL_GRAPH, _MODEL_OPSET = 1, 2, 3, 7, 8
+_GRAPH_NODE, _GRAPH_INIT = 1, 5
+_NODE_NAME, _NODE_OP, _NODE_ATTR, _NODE_DOMAIN = 3, 4, 5, 7
+_ATTR_NAME, _ATTR_G, _ATTR_GRAPHS = 1, 6, 11
+
+
+# ------------------------------------------------------------------------------------ graph walk
+def _text(v: Any) -> str:
+    return v.decode("utf-8", "replace") if isinstance(v, (bytes, bytearray)) else str(v)
+
+
+def _tensor_dims(buf: bytes) -> tuple[list[int], int]:
+    from edgelstm.runtime.integrity import iter_values, read_varint
+
+    dims: list[int] = []
+    dtype = 0
+    for num, wt, v in iter_values(buf):
+        if num == 1:
+            if wt == 2:  # packed repeated int64
+                j = 0
+                while j < len(v):
+                    d, j = read_varint(v, j)
+                    dims.append(d)
+            else:
+                dims.append(v)
+        elif num == 2:
+            dtype = v
+    return dims, dtype
+
+
+class _Walk:
+    """Nodes and initializers of a GraphProto and, recursively, of its subgraphs."""
+
+    def __init__(self) -> None:
+        self.ops: Counter[str] = Counter()
+        self.sub_ops: Counter[str] = Counter()
+        self.subgraphs: list[dict[str, Any]] = []
+        self.initializers = 0
+        self.parameters = 0
+        self.weight_bytes = 0
+
+    def graph(self, buf: bytes, depth: int = 0, owner: str | None = None) -> int:
+        from edgelstm.runtime.integrity import iter_values
+
+        nodes = 0
+        for num, wt, v in iter_values(buf):
+            if num == _GRAPH_INIT and wt == 2:
+                dims, dtype = _tensor_dims(v)
+                self.initializers += 1
+                if dtype in _WEIGHT_DTYPES:
+                    n = math.prod(dims)
+                    self.parameters += n
+                    self.weight_bytes += n * _DTYPE_BYTES.get(dtype, 4)
+            elif num == _GRAPH_NODE and wt == 2:
+                nodes += 1
+                self.node(v, depth)
+        return nodes
+
+    def node(self, buf: bytes, depth: int) -> None:
+        from edgelstm.runtime.integrity import iter_values
+
+        op, domain, name, bodies = "", "", "", []
+        for num, wt, v in iter_values(buf):
+            if num == _NODE_OP:
+                op = _text(v)
+            elif num == _NODE_DOMAIN:
+                domain = _text(v)
+            elif num == _NODE_NAME:
+                name = _text(v)
+            elif num == _NODE_ATTR and wt == 2:
+                aname, graphs = "", []
+                for n2, w2, v2 in iter_values(v):
+                    if n2 == _ATTR_NAME:
+                        aname = _text(v2)
+                    elif n2 in (_ATTR_G, _ATTR_GRAPHS) and w2 == 2:
+                        graphs.append(v2)
+                bodies += [(aname, g) for g in graphs]
+        key = op if domain in ("", "ai.onnx") else f"{domain}:{op}"
+        (self.ops if depth == 0 else self.sub_ops)[key] += 1
+        for aname, g in bodies:
+            entry = {"node": name, "op": key, "attribute": aname, "depth": depth + 1}
+            self.subgraphs.append(entry)
+            entry["nodes"] = self.graph(g, depth + 1)
+
+
+def read_graph(path: Path, data: bytes) -> dict[str, Any]:
+    """Model-level facts parsed from the file bytes (no onnx package)."""
+    from edgelstm.runtime.integrity import WireError, iter_values
+
+    out: dict[str, Any] = {"ir_version": None, "producer": None, "opsets": {}}
+    walk = _Walk()
+    try:
+        producer, version = "", ""
+        for num, wt, v in iter_values(data):
+            if num == _MODEL_IR and wt == 0:
+                out["ir_version"] = v
+            elif num == _MODEL_PRODUCER:
+                producer = _text(v)
+            elif num == _MODEL_PRODUCER_VERSION:
+                version = _text(v)
+            elif num == _MODEL_OPSET and wt == 2:
+                domain, opver = "", None
+                for n2, _w2, v2 in iter_values(v):
+                    if n2 == 1:
+                        domain = _text(v2)
+                    elif n2 == 2:
+                        opver = v2
+                out["opsets"][domain or "ai.onnx"] = opver
+            elif num == _MODEL_GRAPH and wt == 2:
+                out["nodes"] = walk.graph(v)
+        out["producer"] = f"{producer} {version}".strip() or None
+    except (WireError, IndexError, ValueError) as e:
+        raise ModelFileError(str(path), "not a readable ONNX model", expected="an ONNX ModelProto",
+                             got=str(e)) from None
+    out.update(ops=dict(sorted(walk.ops.items())), subgraph_ops=dict(sorted(walk.sub_ops.items())),
+               subgraphs=walk.subgraphs, initializers=walk.initializers, parameters=walk.parameters,
+               weight_bytes=walk.weight_bytes)
+    return out
+
+
+# ------------------------------------------------------------------------------------ one file
+def _io(args) -> list[dict[str, Any]]:
+    from edgelstm.runtime.providers import ort_type_to_dtype
+
+    return [{"name": a.name, "dtype": ort_type_to_dtype(a.type), "shape": list(a.shape)} for a in args]
+
+
+def describe_file(path: Path) -> dict[str, Any]:
+    """Everything inspect knows about one ONNX file (JSON-ready)."""
+    from edgelstm.runtime.integrity import DIGEST_KEY, graph_digest
+    from edgelstm.runtime.model import create_session, read_manifest, read_model_file, session_options
+    from edgelstm.runtime.providers import plan_providers
+
+    p, data = read_model_file(path)
+    facts = read_graph(p, data)
+    # a CPU session with no graph optimization: only the signature and metadata are read
+    session = create_session(p, plan_providers("cpu"), session_options(optimization="none", record_placement=False))
+    manifest = read_manifest(session, str(p))
+    inputs, outputs = _io(session.get_inputs()), _io(session.get_outputs())
+    by_in = {t["name"]: t for t in inputs}
+    if manifest is not None:
+        states = [{"input": s.input, "output": s.output, "dtype": s.dtype, "shape": list(s.shape)}
+                  for s in manifest.states]
+        want = manifest.extra.get(DIGEST_KEY)
+        digest = "absent" if not want else ("ok" if graph_digest(data) == want else "mismatch")
+    else:  # the runtime's convention for bare graphs: NAME_in fed from NAME_out
+        outs = {t["name"] for t in outputs}
+        states = [{"input": t["name"], "output": t["name"][:-3] + "_out", "dtype": t["dtype"], "shape": t["shape"]}
+                  for t in inputs if t["name"].endswith("_in") and t["name"][:-3] + "_out" in outs]
+        digest = None
+    for s in states:  # the session's view of the state input, where the manifest is silent
+        if s["input"] in by_in and not s["shape"]:
+            s["shape"] = by_in[s["input"]]["shape"]
+    return {
+        "path": str(p), "role": manifest.graph if manifest else "model", "file_bytes": len(data),
+        "manifest": asdict(manifest) if manifest else None, "digest": digest,
+        "inputs": inputs, "outputs": outputs, "states": states, **facts,
+    }
+
+
+def _graph_paths(path: Path) -> list[Path]:
+    """The files to describe: one, or a seq2seq pair (encoder first)."""
+    from edgelstm.runtime.seq2seq import companion_paths
+
+    pair = companion_paths(path)
+    if pair is not None and (not path.exists() or path.name.endswith((".encoder.onnx", ".decoder_step.onnx"))):
+        return list(pair)
+    return [path]
+
+
+def inspect_model(path: str | Path, device: str = "auto") -> dict[str, Any]:
+    """The full inspect report for ``path``: graphs (one, or a seq2seq pair) and the provider plan."""
+    import onnxruntime as ort
+
+    from edgelstm.runtime.providers import plan_providers
+
+    p = Path(path)
+    graphs = [describe_file(g) for g in _graph_paths(p)]
+    if len(graphs) == 1:  # an encoder / decoder step whose companion is named differently from the stem
+        m = graphs[0]["manifest"]
+        role = graphs[0]["role"]
+        if m and role in ("encoder", "decoder_step"):
+            other = m["companions"].get("decoder_step" if role == "encoder" else "encoder")
+            other_path = Path(graphs[0]["path"]).with_name(other) if other else None
+            if other_path is None or not other_path.exists():
+                raise ModelFileError(str(p), f"the {role} graph's companion file is missing",
+                                     expected=str(other_path) if other_path else "a companion named in the manifest",
+                                     got="no such file")
+            g2 = describe_file(other_path)
+            graphs = [graphs[0], g2] if role == "encoder" else [g2, graphs[0]]
+    # the fallback is reported in the result, not as a warning on stderr
+    runtime_log = logging.getLogger("edgelstm.runtime")
+    was_disabled, runtime_log.disabled = runtime_log.disabled, True
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            plan = plan_providers(device, fallback=True)
+    finally:
+        runtime_log.disabled = was_disabled
+    notes = [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)]
+    providers = {"device": device if isinstance(device, str) else list(device),
+                 "available": list(ort.get_available_providers()), "requested": list(plan.requested),
+                 "chosen": list(plan.providers), "primary": plan.primary, "fell_back": plan.fell_back,
+                 "note": notes[0] if notes else None}
+    return {"schema": SCHEMA, "path": str(p), "kind": "seq2seq" if len(graphs) == 2 else "model",
+            "graphs": graphs, "file_bytes": sum(g["file_bytes"] for g in graphs),
+            "parameters": sum(g["parameters"] for g in graphs), "providers": providers}
+
+
+# ------------------------------------------------------------------------------------ text
+def _size(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+def _shape(shape: list) -> str:
+    return "[" + ", ".join("?" if d is None else str(d) for d in shape) + "]"
+
+
+def _tensor_rows(rows: list[dict], indent: str = "    ") -> list[str]:
+    if not rows:
+        return [f"{indent}(none)"]
+    w = max(len(r["name"]) for r in rows)
+    return [f"{indent}{r['name']:<{w}}  {r['dtype']:<8} {_shape(r['shape'])}" for r in rows]
+
+
+_MANIFEST_ORDER = ("family", "task", "graph", "precision", "layers", "hidden_size", "directions", "streamable")
+
+
+def _manifest_lines(m: dict) -> list[str]:
+    shown = {"inputs", "outputs", "states", "extra", "schema_version"}  # listed elsewhere
+    items = [(k, m[k]) for k in _MANIFEST_ORDER if k in m]
+    items += [(k, m[k]) for k in sorted(m) if k not in _MANIFEST_ORDER and k not in shown]
+    items += [(f"extra.{k}", v) for k, v in sorted((m.get("extra") or {}).items())]
+    lines = []
+    for key, value in items:
+        if value in (None, {}, []):
+            continue
+        if key == "vocab" and isinstance(value, list) and len(value) > 12:
+            value = f"{len(value)} tokens: {json.dumps(value[:12])[:-1]}, ...]"
+        elif key == "labels" and isinstance(value, list) and len(value) > 20:
+            value = f"{len(value)} labels: {json.dumps(value[:20])[:-1]}, ...]"
+        elif isinstance(value, (dict, list)):
+            value = json.dumps(value, sort_keys=True)
+        lines.append(f"    {key:<20} {value}")
+    return lines
+
+
+def format_report(report: dict[str, Any]) -> str:
+    out: list[str] = []
+    for g in report["graphs"]:
+        title = g["path"] + (f"  ({g['role']})" if g["role"] != "model" else "")
+        out += [title, "=" * len(title)]
+        out.append(f"  file        {_size(g['file_bytes'])} ({g['file_bytes']} bytes)")
+        out.append(f"  parameters  {g['parameters']:,} in {g['initializers']} initializers "
+                   f"({_size(g['weight_bytes'])} of weights)")
+        opsets = ", ".join(f"{d} {v}" for d, v in g["opsets"].items())
+        out.append(f"  onnx        ir {g['ir_version']}, opsets {opsets}" + (f", by {g['producer']}" if g["producer"] else ""))
+        if g["manifest"] is None:
+            out.append("  manifest    none (not an edgelstm export; states inferred from NAME_in/NAME_out)")
+        else:
+            digest = {"ok": "graph digest matches", "mismatch": "GRAPH DIGEST MISMATCH (edited after export)",
+                      "absent": "no graph digest"}[g["digest"]]
+            out.append(f"  manifest    schema {g['manifest']['schema_version']}, {digest}")
+            out += _manifest_lines(g["manifest"])
+        out.append("  inputs")
+        out += _tensor_rows(g["inputs"])
+        out.append("  outputs")
+        out += _tensor_rows(g["outputs"])
+        out.append("  states")
+        out += ([f"    {s['input']} <- {s['output']}  {s['dtype']:<8} {_shape(s['shape'])}" for s in g["states"]]
+                or ["    (none)"])
+        out.append(f"  ops ({g['nodes']} nodes)")
+        w = max((len(k) for k in [*g["ops"], *g["subgraph_ops"]]), default=0)
+        out += [f"    {op:<{w}}  {n}" for op, n in sorted(g["ops"].items(), key=lambda kv: (-kv[1], kv[0]))]
+        if g["subgraph_ops"]:
+            where = ", ".join(f"{s['op']}.{s['attribute']}" + (f" ({s['node']})" if s["node"] else "")
+                              for s in g["subgraphs"])
+            out.append(f"  ops inside subgraphs ({len(g['subgraphs'])}: {where})")
+            out += [f"    {op:<{w}}  {n}" for op, n in sorted(g["subgraph_ops"].items(), key=lambda kv: (-kv[1], kv[0]))]
+        out.append("")
+    pr = report["providers"]
+    out.append("providers")
+    out.append(f"  available   {', '.join(pr['available'])}")
+    out.append(f"  --device {pr['device']}: {' -> '.join(pr['chosen'])}"
+               + (f"  (wanted {pr['primary']}: not available, falls back)" if pr["fell_back"] else ""))
+    return "\n".join(out)
+
+
+# ------------------------------------------------------------------------------------ command
+@click.command("inspect")
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option("--device", default="auto", show_default=True,
+              help="Device whose provider choice to show: auto, cpu, cuda, tensorrt, arm, coreml, nnapi, qnn, "
+                   "or onnxruntime provider names, comma-separated.")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Also write the report as JSON to this file ('-' for stdout only).")
+def inspect_command(model: Path, device: str, json_out: Path | None):
+    """Describe an exported model (or any ONNX file): manifest, inputs, outputs and states,
+    operator histogram, parameters and size, and the execution providers --device picks here.
+
+    MODEL is an .onnx file, or a seq2seq export given by its stem or either of its two files.
+    """
+    report = inspect_model(model, device=device)
+    text = json.dumps(report, indent=2, default=str)
+    if json_out is not None and str(json_out) == "-":
+        click.echo(text)
+        return 0
+    click.echo(format_report(report))
+    if json_out is not None:
+        from edgelstm.fileio import write_text_atomic
+
+        write_text_atomic(json_out, text + "\n")
+        click.echo(f"\nwrote {json_out}")
+    return 0
+
+
+commands = {"inspect": inspect_command}
