@@ -111,6 +111,7 @@ class StateBinding:
     h_out: str
     c_in: str | None = None
     c_out: str | None = None
+    path: str = ""
 
 
 class GraphWrapper(nn.Module):
@@ -141,8 +142,11 @@ class GraphWrapper(nn.Module):
         flat = flatten_outputs(out)
         for b in self.states:
             if b.index not in s.state_out:
-                raise ModelDefinitionError(b.h_in, "the recurrent layer whose state this is never ran",
-                                           expected="a forward that calls it", got="no call")
+                what = f"recurrent module {b.path!r}" if b.path else "the recurrent layer"
+                raise ModelDefinitionError(
+                    b.h_in, f"{what} is never called by the forward, so its state cannot be exposed",
+                    expected="a forward that calls every recurrent module (remove unused ones, or export "
+                    "without --expose-state)", got="no call")
             flat.extend(s.state_out[b.index])
         return tuple(flat)
 
@@ -182,6 +186,9 @@ class GraphPlan:
     input_meanings: dict[str, str] = field(default_factory=dict)
     output_meanings: dict[str, str] = field(default_factory=dict)
     state_output_names: list[str] = field(default_factory=list)  # appended after the model's own outputs
+    #: user modules: a recurrent module the forward never calls is warned about and left out of
+    #: the manifest (family graphs such as a seq2seq encoder leave modules out on purpose).
+    warn_unused: bool = False
 
 
 def _sizes_cases(plan: GraphPlan) -> list[tuple[str, dict[str, int]]]:
@@ -362,7 +369,11 @@ def build_graph(plan: GraphPlan, *, opset: int = DEFAULT_OPSET, verify: bool = T
         torch.set_num_threads(torch_threads)
 
     not_run = [layers[i].path for i in range(len(layers)) if i not in called]
-    if not_run:
+    if not_run and plan.warn_unused:
+        log.warning("%s: recurrent module(s) %s are never called by the forward; they are not in the graph "
+                    "or the manifest", subject, not_run)
+        _drop_unused(plan.manifest, [layers[i] for i in sorted(called)])
+    elif not_run:
         log.info("recurrent layer(s) %s not used by this graph", not_run)
     graph_inputs = [i.name for i in raw.graph.input if i.name not in {t.name for t in raw.graph.initializer}]
     missing = [n for n in names if n not in graph_inputs]
@@ -406,6 +417,18 @@ def build_graph(plan: GraphPlan, *, opset: int = DEFAULT_OPSET, verify: bool = T
                           parity=[c.to_dict() for c in parity], clean_stats=stats,
                           seconds=time.perf_counter() - t0, verified=verify, manifest=json_loads(manifest.to_json()))
     return model, report
+
+
+def _drop_unused(m: Manifest, used: list[RecurrentLayer]) -> None:
+    """Describe only the recurrent modules the graph holds."""
+    m.extra["recurrent_modules"] = [r for r in m.extra.get("recurrent_modules", [])
+                                    if r["path"] in {layer.path for layer in used}]
+    if used:
+        m.family = _family_of(used)
+        m.layers = sum(layer.num_layers for layer in used)
+        m.hidden_size = used[0].hidden_size
+        m.directions = max(layer.directions for layer in used)
+        m.streamable = m.streamable and m.directions == 1
 
 
 def _streaming_check(plan: GraphPlan, sess, case, output_axes, subject: str, scale: float):
@@ -559,6 +582,9 @@ def plan_module(module: nn.Module, *, inputs: Sequence[str | InputSpec] | None =
         if not spec.dtype.startswith("int") or len(spec.dims) != 1:
             raise UsageError(f"input {lengths_input}", "lengths must be a 1-D integer tensor",
                              expected="int32[batch] or int64[batch]", got=spec.text())
+        from edgelstm.exporters.spec import check_streaming_layout  # noqa: PLC0415
+
+        check_streaming_layout(specs, lengths_input, option="--lengths-input")
     found = require_recurrent(root, "model")
     layers = [describe(m, p) for p, m in found]
     user_names = [s.name for s in specs]
@@ -566,10 +592,14 @@ def plan_module(module: nn.Module, *, inputs: Sequence[str | InputSpec] | None =
     state_specs: list[InputSpec] = []
     manifest_states: list[StateSpec] = []
     if expose_state:
+        from edgelstm.exporters.spec import check_streaming_layout  # noqa: PLC0415
+
+        check_streaming_layout(specs, lengths_input)
         for i, layer in enumerate(layers):
             sfx = "" if len(layers) == 1 else f"_{i}"
             b = StateBinding(i, f"h_in{sfx}", f"h_out{sfx}",
-                             f"c_in{sfx}" if layer.has_cell else None, f"c_out{sfx}" if layer.has_cell else None)
+                             f"c_in{sfx}" if layer.has_cell else None, f"c_out{sfx}" if layer.has_cell else None,
+                             path=layer.path)
             states.append(b)
             shape = (layer.state_size, "batch", layer.hidden_size)
             for n_in, n_out in ((b.h_in, b.h_out), (b.c_in, b.c_out)):
@@ -617,7 +647,7 @@ def plan_module(module: nn.Module, *, inputs: Sequence[str | InputSpec] | None =
     plan = GraphPlan(root=root, wrapper=wrapper, inputs=all_specs, output_names=names, manifest=manifest,
                      lengths_input=lengths_input, example=example, int_high=int_high,
                      input_meanings={k: v for k, v in meanings.items() if k in {s.name for s in all_specs}},
-                     output_meanings=meanings)
+                     output_meanings=meanings, warn_unused=True)
     plan.state_output_names = state_out_names
     return plan
 

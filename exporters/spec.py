@@ -141,3 +141,48 @@ def make_inputs(specs: list[InputSpec], sizes: dict[str, int], *, rng: np.random
         else:
             out[s.name] = rng.integers(0, int_high, size=shape).astype(s.dtype)
     return out
+
+
+def data_input(specs: list[InputSpec], lengths_input: str | None) -> InputSpec | None:
+    """The sequence input the runtime calls ``x``: the one named ``x``, else the first non-lengths input."""
+    cands = [s for s in specs if s.name != lengths_input]
+    return next((s for s in cands if s.name == "x"), cands[0] if cands else None)
+
+
+def check_streaming_layout(specs: list[InputSpec], lengths_input: str | None, *,
+                           option: str = "--expose-state") -> None:
+    """Refuse exposed state (a streamable graph) or a lengths input unless the data input is batch-major.
+
+    The runtime (``edgelstm run``, ``Model.stream``) takes ``x`` as ``[batch, time, ...]``, lengths
+    as ``[x.shape[0]]`` and carries state ``[layers*directions, batch, hidden]`` between chunks cut
+    along axis 1; a time-major ``x`` would be batched along time. A plain time-major export (no
+    state, no lengths) stays allowed: it is not streamable and its manifest records the input's dims
+    in the order given. ``option`` names the flag that needs the layout.
+    """
+    from edgelstm.errors import UnsupportedError  # noqa: PLC0415
+
+    x = data_input(specs, lengths_input)
+    if x is None:
+        return
+    runtime = ("the streaming runtime takes x as [batch, time, ...] and cuts chunks along axis 1"
+               if option == "--expose-state" else
+               "the runtime takes x as [batch, time, ...] and lengths as [batch] (one per row of x)")
+    fix = ("write the forward to take [batch, time, F] (e.g. nn.LSTM(..., batch_first=True), or transpose "
+           f"inside forward) and export with --input {_batch_major_text(x)}, or export without {option}")
+    ok = (len(x.dims) >= 2 and x.dims[0] == "batch" and isinstance(x.dims[1], str) and x.dims[1] != "batch")
+    if not ok:
+        raise UnsupportedError(f"--input {x.text()}", f"{option} needs a batch-major input: {runtime}; {fix}",
+                               expected="dims [batch, time, ...] (named batch first, then a named time axis)",
+                               got=list(x.dims))
+    for s in specs:
+        if s.name != x.name and "batch" in s.dims and s.dims.index("batch") != 0:
+            raise UnsupportedError(f"--input {s.text()}",
+                                   f"{option} needs every input batch-major: the runtime batches along axis 0",
+                                   expected="batch as the first dim", got=list(s.dims))
+
+
+def _batch_major_text(x: InputSpec) -> str:
+    dims = list(x.dims)
+    time = next((d for d in dims if isinstance(d, str) and d != "batch"), "time")
+    rest = [d for d in dims if d != "batch" and d != time]
+    return InputSpec(x.name, x.dtype, tuple(["batch", time] + rest)).text()

@@ -30,7 +30,8 @@ _DEFAULT_ATOL = 1e-5
 @click.option("--lengths-input", default=None, metavar="NAME",
               help="The --input holding valid lengths, wired to every recurrent node's sequence_lens.")
 @click.option("--expose-state", is_flag=True,
-              help="Add h_in/c_in inputs and h_out/c_out outputs for each recurrent module (streaming).")
+              help="Add h_in/c_in inputs and h_out/c_out outputs for each recurrent module (streaming). "
+                   "Needs the data input (x, else the first non-lengths input) batch-major: [batch,time,...].")
 @click.option("--opset", type=int, default=_DEFAULT_OPSET, show_default=True,
               help="ONNX opset (14..20). 17 covers every op emitted and runs on onnxruntime >= 1.11.")
 @click.option("--atol", type=float, default=_DEFAULT_ATOL, show_default=True,
@@ -68,11 +69,15 @@ def export_cmd(run_dir, output, model_ref, checkpoint, inputs, output_names, len
                              got="none")
     out = Path(output)
     targets = [out]
-    from edgelstm.exporters.spec import check_specs, parse_input_spec  # noqa: PLC0415 (torch-free)
+    from edgelstm.exporters.spec import check_specs, check_streaming_layout, parse_input_spec  # noqa: PLC0415
 
-    specs = [parse_input_spec(t) for t in inputs]
+    specs = [parse_input_spec(t) for t in inputs]  # torch-free: bad specs fail before torch loads
     if model_ref:
         check_specs(specs)
+        if expose_state:
+            check_streaming_layout(specs, lengths_input)
+        if lengths_input and any(sp.name == lengths_input for sp in specs):
+            check_streaming_layout(specs, lengths_input, option="--lengths-input")
     if run_dir and _is_seq2seq(run_dir):
         stem = out.name[:-5] if out.name.endswith(".onnx") else out.name
         targets = [out.with_name(f"{stem}.encoder.onnx"), out.with_name(f"{stem}.decoder_step.onnx")]
