@@ -253,10 +253,12 @@ def test_one_step_runs_no_scan(two_layers, tmp_path):
 def quantized(two_layers, tmp_path_factory):
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
+    from edgelstm.exporters.quantize import REDUCE_RANGE
+
     _, rewritten = two_layers
     d = tmp_path_factory.mktemp("gru8")
     onnx.save(rewritten, str(d / "f.onnx"))
-    quantize_dynamic(str(d / "f.onnx"), str(d / "q.onnx"), weight_type=QuantType.QInt8,
+    quantize_dynamic(str(d / "f.onnx"), str(d / "q.onnx"), weight_type=QuantType.QInt8, reduce_range=REDUCE_RANGE,
                      extra_options={"EnableSubgraph": True, "MatMulConstBOnly": True})
     q = finish_quantized(onnx.load(str(d / "q.onnx")))
     onnx.checker.check_model(q)  # the If comes after the products its branches read

@@ -279,10 +279,12 @@ def test_wiring_bugs_fail_streaming_even_without_torch(tmp_path, what, mutate):
 def test_int8_against_file_judged_by_snr(tmp_path):
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
+    from edgelstm.exporters.quantize import REDUCE_RANGE
+
     model, net = make("lstm", "classify", layers=1)
     fp32 = save(model, tmp_path / "m.onnx")
     int8 = tmp_path / "m.int8.onnx"
-    quantize_dynamic(str(fp32), str(int8), weight_type=QuantType.QInt8)
+    quantize_dynamic(str(fp32), str(int8), weight_type=QuantType.QInt8, reduce_range=REDUCE_RANGE)
     r = verify(fp32, reference=net, against=[int8], steps=STEPS, oracles=[],
                checks=["outputs", "task", "streaming", "drift"])
     assert r.config["precisions"] == {"m.onnx": "fp32", "m.int8.onnx": "int8-dynamic"}
