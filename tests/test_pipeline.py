@@ -51,7 +51,7 @@ def test_train_export_quantize_run_verify(tmp_path, runner, family, dataset, mod
     for mode in modes:
         q = tmp_path / f"model.{mode}.onnx"
         _ok(runner.invoke(cli, ["quantize", str(exported[0] if not seq2seq else onnx_path), "-o", str(q),
-                                "--mode", mode]))
+                                "--mode", mode, *(["--force-int8"] if mode != "fp16" else [])]))
     if seq2seq:
         m = rt.load(onnx_path)
         out = m.generate(["23 Nov 2026", "01 Jan 1999"], max_len=12)
@@ -143,7 +143,7 @@ def test_seq2seq_quantize_writes_the_pair_or_nothing(tmp_path, runner):
     _ok(runner.invoke(cli, ["export", str(run), "-o", str(tmp_path / "m.onnx")]))
     # the run's source sequences calibrate the encoder; the decoder step gets random tokens/states
     _ok(runner.invoke(cli, ["quantize", str(tmp_path / "m.onnx"), "-o", str(tmp_path / "q.onnx"), "--mode",
-                            "int8-dynamic", "--calibration", str(run)]))
+                            "int8-dynamic", "--force-int8", "--calibration", str(run)]))
     assert (tmp_path / "q.encoder.onnx").is_file() and (tmp_path / "q.decoder_step.onnx").is_file()
     r = runner.invoke(cli, ["quantize", str(tmp_path / "m.onnx"), "-o", str(tmp_path / "s.onnx"), "--mode",
                             "int8-static", "--calibration", str(run)])
