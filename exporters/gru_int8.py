@@ -455,14 +455,16 @@ def _consumed(graph: onnx.GraphProto, out: set[str]) -> set[str]:
     return out
 
 
-def decompose_gru(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list[GruRewrite]]:
-    """Return a copy of ``model`` with every top-level ``GRU`` node rewritten (see module doc).
+def decompose_gru(model: onnx.ModelProto, only: set[str] | None = None) -> tuple[onnx.ModelProto, list[GruRewrite]]:
+    """Return a copy of ``model`` with every top-level ``GRU`` node (those named in ``only``, when
+    given) rewritten (see module doc).
 
     The result computes the same function in float (within float32 rounding); quantize it with
     ``quantize_dynamic(..., extra_options={"EnableSubgraph": True})`` for int8 weights.
     """
     opset = _onnx_opset(model)
-    grus = [n for n in model.graph.node if n.op_type == "GRU" and n.domain in ("", "ai.onnx")]
+    grus = [n for n in model.graph.node if n.op_type == "GRU" and n.domain in ("", "ai.onnx")
+            and (only is None or n.name in only)]
     if not grus:
         return model, []
     if opset < MIN_OPSET:
@@ -501,7 +503,7 @@ def decompose_gru(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list[GruRewr
     rewrites: list[GruRewrite] = []
     used_weights: set[str] = set()
     for i, node in enumerate(g.node):
-        if node.op_type == "GRU" and node.domain in ("", "ai.onnx"):
+        if node.op_type == "GRU" and node.domain in ("", "ai.onnx") and (only is None or node.name in only):
             top = _Builder("", taken, opset, new_inits, cache)  # shared constants over all nodes
             key = ((_time_key(node.input[0], producers, consts), 0) if int(_attr(node, "layout", 0)) == 0
                    else (node.input[0], 1))

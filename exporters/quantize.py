@@ -42,6 +42,7 @@ import numpy as np
 
 from edgelstm.errors import (DataError, ModelFileError, UnknownChoiceError, UnsupportedError,
                              UsageError)
+from edgelstm.exporters.int8_plan import Int8Decision, plan_int8
 from edgelstm.fileio import atomic_path
 from edgelstm.manifest import MANIFEST_KEY, Manifest
 
@@ -73,6 +74,8 @@ class QuantizeOptions:
     calibration_samples: int = 512             # at most this many sequences are used to calibrate / evaluate
     batch_size: int = 32                       # sequences per onnxruntime call while calibrating / evaluating
     threads: int = 1                           # intra-op threads when evaluating (int8 LSTM output depends on it)
+    force_int8: bool = False                   # int8: quantize every node the mode can take, even where int8
+                                               # is slower than float (see int8_plan.py)
 
     def validate(self, *, has_calibration: bool) -> "QuantizeOptions":
         """Reject unknown names and option combinations that would be ignored; fill defaults."""
@@ -109,6 +112,9 @@ class QuantizeOptions:
                                  expected="--target gpu", got="--target cpu")
             if self.per_channel:
                 raise UsageError("--per-channel", "per-channel scales only apply to int8 modes",
+                                 expected="int8-dynamic or int8-static", got=self.mode)
+            if self.force_int8:
+                raise UsageError("--force-int8", "only applies to int8 modes",
                                  expected="int8-dynamic or int8-static", got=self.mode)
         else:
             if self.keep_io_types is not None:
@@ -151,6 +157,7 @@ class QuantizeReport:
     ops_after: dict[str, int]
     gru_rewritten: list[str] = field(default_factory=list)
     kept_float: list[str] = field(default_factory=list)   # recurrent nodes left in float, and why
+    int8_decisions: list[dict] = field(default_factory=list)  # int8 modes: every node's int8-or-float decision
     data_source: str | None = None                        # where the error was measured
     samples: int = 0
     errors: list[OutputError] = field(default_factory=list)
@@ -174,6 +181,7 @@ class QuantizeReport:
         if self.gru_rewritten:
             out.append(f"GRU rewritten for int8 weights: {', '.join(self.gru_rewritten)}")
         out += [f"kept float: {k}" for k in self.kept_float]
+        out += [f"  {Int8Decision(**d).line()}" for d in self.int8_decisions]
         if self.errors:
             out.append(f"error vs float on {self.data_source} ({self.samples} sequences):")
             out += [f"  {e.name}: SQNR {e.snr_db:.1f} dB, max abs {e.max_abs:.3g}, mean abs {e.mean_abs:.3g}"
@@ -598,22 +606,22 @@ def _subgraph_node_names(node) -> list[str]:
     return out
 
 
-def _prepare_int8(model, opts: QuantizeOptions, report: QuantizeReport):
-    """GRU rewrite and the list of recurrent node names (to quantize dynamically)."""
+def _prepare_int8(model, opts: QuantizeOptions, report: QuantizeReport, paying: set[str]):
+    """GRU rewrite and the list of recurrent node names (to quantize dynamically). Only the nodes
+    in ``paying`` (the int8 plan's) are rewritten or listed."""
     from edgelstm.exporters.gru_int8 import decompose_gru
 
-    _name_nodes(model)
     for n in _recurrent_nodes(model):
         if n.op_type == "RNN":
             report.kept_float.append(f"{n.name} (RNN: onnxruntime has no int8 RNN; weights stay float32)")
     before = {n.name for n in model.graph.node}
     if opts.gru == "int8":
-        model, rewrites = decompose_gru(model)
+        model, rewrites = decompose_gru(model, only=paying)
         report.gru_rewritten = [r.node for r in rewrites]
     else:
         report.kept_float += [f"{n.name} (GRU: --gru float)" for n in _recurrent_nodes(model) if n.op_type == "GRU"]
     new_nodes = [n for n in model.graph.node if n.name not in before]
-    recurrent_names = [n.name for n in model.graph.node if n.op_type == "LSTM"]
+    recurrent_names = [n.name for n in model.graph.node if n.op_type == "LSTM" and n.name in paying]
     recurrent_names += [n.name for n in new_nodes if n.op_type == "MatMul"]
     for n in new_nodes:
         if n.op_type in ("Scan", "If"):
@@ -664,7 +672,7 @@ def _run_dynamic(src: Path, dst: Path, opts: QuantizeOptions, nodes: list[str] |
     extra = {"EnableSubgraph": True, "MatMulConstBOnly": True}
     kw = {}
     if nodes is not None:
-        kw = {"nodes_to_quantize": nodes, "op_types_to_quantize": ["LSTM", "MatMul"]}
+        kw = {"nodes_to_quantize": nodes, "op_types_to_quantize": ["LSTM", "MatMul", "Conv", "Gather"]}
     with _quiet_root_logger():
         quantize_dynamic(str(src), str(dst), per_channel=opts.per_channel, weight_type=_weight_type(), reduce_range=REDUCE_RANGE,
                          extra_options=extra, **kw)
@@ -835,7 +843,7 @@ def quantize_file(model_path: str | os.PathLike, output_path: str | os.PathLike,
                   *, companions: dict[str, str] | None = None, calibration: str | os.PathLike | None = None, per_channel: bool = False, method: str | None = None,
              target: str = "cpu", keep_io_types: bool | None = None, recurrent: str | None = None,
              gru: str = "int8", calibration_samples: int = 512, threads: int = 1, evaluate_error: bool = True,
-             overwrite: bool = True) -> QuantizeReport:
+             overwrite: bool = True, force_int8: bool = False) -> QuantizeReport:
     """Quantize ``model_path`` into ``output_path`` and measure the error against the float model.
 
     ``mode`` is a mode name or a full :class:`QuantizeOptions` (then the keyword options are not
@@ -849,7 +857,7 @@ def quantize_file(model_path: str | os.PathLike, output_path: str | os.PathLike,
     else:
         opts = QuantizeOptions(mode=mode, per_channel=per_channel, method=method, target=target,
                                keep_io_types=keep_io_types, recurrent=recurrent, gru=gru,
-                               calibration_samples=calibration_samples, threads=threads)
+                               calibration_samples=calibration_samples, threads=threads, force_int8=force_int8)
     opts = opts.validate(has_calibration=calibration is not None)
     src, dst = Path(model_path), Path(output_path)
     if dst.suffix.lower() != ".onnx":
@@ -881,30 +889,40 @@ def quantize_file(model_path: str | os.PathLike, output_path: str | os.PathLike,
     with tempfile.TemporaryDirectory(prefix="edgelstm-quant-") as tmp:
         stage = Path(tmp) / "stage.onnx"
         result = Path(tmp) / "result.onnx"
+        paying: set[str] = set()
+        if opts.mode != "fp16":
+            _name_nodes(model)
+            decisions = plan_int8(model, target=opts.target, force=opts.force_int8)
+            report.int8_decisions = [d.to_dict() for d in decisions]
+            paying = {d.node for d in decisions if d.int8}
         if opts.mode == "fp16":
             onnx.save(_fp16(model, opts, report), str(result))
+        elif not paying:
+            report.notes.append(f"int8 does not pay for any node of this model on --target {opts.target}: "
+                                "the output keeps fp32 (--force-int8 quantizes anyway)")
+            onnx.save(float_model, str(result))
         else:
             if opts.mode == "int8-static" and opts.recurrent == "float":
                 opts_gru = QuantizeOptions(**{**asdict(opts), "gru": "float"})
-                model, recurrent_names, new_nodes = _prepare_int8(model, opts_gru, report)
+                model, recurrent_names, new_nodes = _prepare_int8(model, opts_gru, report, paying)
                 report.kept_float += [f"{n.name} (LSTM: --recurrent float)" for n in _recurrent_nodes(model)
-                                      if n.op_type == "LSTM"]
+                                      if n.op_type == "LSTM" and n.name in paying]
+                recurrent_names = []
             else:
-                model, recurrent_names, new_nodes = _prepare_int8(model, opts, report)
+                model, recurrent_names, new_nodes = _prepare_int8(model, opts, report, paying)
             onnx.save(model, str(stage))
+            other = sorted(paying - {n.name for n in _recurrent_nodes(model)} - set(report.gru_rewritten))
             if opts.mode == "int8-dynamic":
-                _run_dynamic(stage, result, opts, None)
+                _run_dynamic(stage, result, opts, recurrent_names + other)
             else:
                 static_out = Path(tmp) / "static.onnx"
-                # every node of the GRU rewrite and every recurrent node stays out of QDQ
-                exclude = sorted(set(new_nodes) | {n.name for n in _recurrent_nodes(model)})
-                _run_static(stage, static_out if opts.recurrent == "int8-dynamic" else result, opts, data,
-                            exclude, sess_inputs)
-                if opts.recurrent == "int8-dynamic":
-                    if recurrent_names:
-                        _run_dynamic(static_out, result, opts, recurrent_names)
-                    else:
-                        os.replace(static_out, result)
+                # every node of the GRU rewrite, every recurrent node and every node int8 does not
+                # pay for stays out of QDQ
+                exclude = sorted(set(new_nodes) | {n.name for n in _recurrent_nodes(model)}
+                                 | {d.node for d in decisions if not d.int8})
+                _run_static(stage, static_out if recurrent_names else result, opts, data, exclude, sess_inputs)
+                if recurrent_names:
+                    _run_dynamic(static_out, result, opts, recurrent_names)
         out_model = onnx.load(str(result))
         if report.gru_rewritten:  # the quantizer sorts by explicit inputs; the GRU If reads the outer scope
             from edgelstm.exporters.gru_int8 import finish_quantized
@@ -943,7 +961,8 @@ def _finish_manifest(out_model, manifest: Manifest | None, opts: QuantizeOptions
         report.notes.append("input has no edgelstm manifest; the output has none either")
         return
     m = Manifest.from_json(manifest.to_json())
-    m.precision = opts.mode
+    if opts.mode == "fp16" or any(d["int8"] for d in report.int8_decisions):
+        m.precision = opts.mode  # else int8 paid for no node: the file is the fp32 one
     for imp in out_model.opset_import:
         if imp.domain in ("", "ai.onnx"):
             m.opset = imp.version
@@ -957,6 +976,9 @@ def _finish_manifest(out_model, manifest: Manifest | None, opts: QuantizeOptions
     info = {k: v for k, v in asdict(opts).items() if v is not None and k not in ("batch_size", "threads")}
     info["gru_rewritten"] = report.gru_rewritten
     info["kept_float"] = report.kept_float
+    if report.int8_decisions:  # the reasons are in the report; the file keeps which node got what
+        info["int8_nodes"] = [d["node"] for d in report.int8_decisions if d["int8"]]
+        info["float_nodes"] = [d["node"] for d in report.int8_decisions if not d["int8"]]
     if data is not None:
         info["calibration"] = {"source": data.source, "samples": min(len(data), opts.calibration_samples)}
     import onnxruntime

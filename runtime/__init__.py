@@ -11,6 +11,8 @@
     for frame in frames:                  # frame [batch, features]
         out = stream.step(frame)
     snapshot = stream.state               # dict of numpy arrays; stream.state = snapshot restores it
+    group = model.streams(8)              # 8 streams, one batched call per step
+    out = group.step(frames8)             # frames8 [8, features]; group.add() / drop(i) / reset(i)
 
     s2s = runtime.load("translit.onnx")   # the X.encoder.onnx + X.decoder_step.onnx pair
     s2s.generate("hello").text
@@ -25,9 +27,10 @@ from edgelstm.errors import ManifestError, ModelFileError
 from edgelstm.runtime.model import IOSpec, Model, RunResult, StatePair, read_model_file
 from edgelstm.runtime.providers import DEVICES, ProviderPlan, plan_providers
 from edgelstm.runtime.seq2seq import Generation, Seq2SeqModel, companion_paths
+from edgelstm.runtime.group import StreamGroup
 from edgelstm.runtime.stream import Stream
 
-__all__ = ["load", "Model", "Seq2SeqModel", "Stream", "RunResult", "Generation", "IOSpec", "StatePair",
+__all__ = ["load", "Model", "Seq2SeqModel", "Stream", "StreamGroup", "RunResult", "Generation", "IOSpec", "StatePair",
            "DEVICES", "ProviderPlan", "plan_providers"]
 
 

@@ -634,6 +634,13 @@ class Model:
 
         return Stream(self, batch, nan=nan)
 
+    def streams(self, n: int = 0, *, nan: str | None = None) -> "StreamGroup":
+        """A group of ``n`` independent streams (zero state) stepped together by one batched call
+        per step: ``group.step(frames [n, features])``; ``add()``, ``drop(i)``, ``reset(i)``."""
+        from edgelstm.runtime.group import StreamGroup
+
+        return StreamGroup(self, n, nan=nan)
+
 
 def _unavailable(primary: str, active: list[str], why: str):
     from edgelstm.errors import ProviderUnavailableError

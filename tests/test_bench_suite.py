@@ -90,9 +90,9 @@ def test_suite_tiny_run_writes_rows_for_every_backend(suite, tmp_path):
     ort_rows = [r for r in rep["results"] if r["backend"] == "onnxruntime"]
     assert all(r["api"].startswith("edgelstm.runtime ") for r in ort_rows)
     int8 = [r for r in ort_rows if r["name"].endswith("ort-int8")]
-    # (at hidden 8 the quantization parameters and the GRU rewrite outweigh the int8 savings: sizes
-    # are only compared, not required to shrink)
-    assert {r["precision"] for r in int8} == {"int8-dynamic"} and all(r["file_size_vs_baseline"] > 0 for r in int8)
+    # at hidden 8 int8 pays for no node (exporters/int8_plan.py): the suite's "int8" file is what
+    # `quantize` writes by default, the fp32 graph, so it can never be slower or larger than fp32
+    assert {r["precision"] for r in int8} == {"fp32"} and all(r["file_size_vs_baseline"] > 0 for r in int8)
     assert rep["targets"] == {}  # the target case (lstm 2x256) was not run
     block = suite.readme_block(rep)
     assert block.startswith(suite.README_BEGIN) and block.endswith(suite.README_END)

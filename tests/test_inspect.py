@@ -57,7 +57,7 @@ def exported(tmp_path_factory):
         torch_params[name] = sum(p.numel() for p in model.parameters())
         export_model(model, d / f"{name}.onnx")
         paths[name] = d / f"{name}.onnx"
-    quantize(paths["lstm-1x4"], d / "lstm-int8.onnx", "int8-dynamic")
+    quantize(paths["lstm-1x4"], d / "lstm-int8.onnx", "int8-dynamic", force_int8=True)
     paths["lstm-int8"] = d / "lstm-int8.onnx"
     return paths, torch_params
 

@@ -51,7 +51,7 @@ def test_train_export_quantize_run_verify(tmp_path, runner, family, dataset, mod
     for mode in modes:
         q = tmp_path / f"model.{mode}.onnx"
         _ok(runner.invoke(cli, ["quantize", str(exported[0] if not seq2seq else onnx_path), "-o", str(q),
-                                "--mode", mode]))
+                                "--mode", mode, *(["--force-int8"] if mode != "fp16" else [])]))
     if seq2seq:
         m = rt.load(onnx_path)
         out = m.generate(["23 Nov 2026", "01 Jan 1999"], max_len=12)
@@ -100,19 +100,25 @@ def test_export_refuses_existing_output_without_overwrite(tmp_path, runner):
     assert r.exit_code != 0
 
 
-def test_demo_runs_every_stage_and_fills_the_table(tmp_path, monkeypatch):
+@pytest.mark.parametrize("hidden, int8_pays", [(8, False), (256, True)], ids=["small-keeps-fp32", "int8-pays"])
+def test_demo_runs_every_stage_and_fills_the_table(tmp_path, monkeypatch, hidden, int8_pays):
     """The demo's later stages (export, quantize, metric through the runtime, verify, bench) fill
-    their columns; the runtime's fp32 metric equals PyTorch's on the same test split."""
+    their columns; the runtime's fp32 metric equals PyTorch's on the same test split. The int8
+    columns are filled where int8 pays (an LSTM of 4*256*(8+256) >= 2^18 weights); a small model
+    keeps fp32 and the row says so."""
     from edgelstm import demo
 
-    monkeypatch.setattr(demo, "JOBS", [demo.DemoJob("lstm", "digits", "main", dict(hidden_size=8, epochs=1))])
-    monkeypatch.setattr(demo, "QUICK", dict(demo.QUICK, max_train=64))
+    monkeypatch.setattr(demo, "JOBS", [demo.DemoJob("lstm", "digits", "main", dict(hidden_size=hidden, epochs=1))])
+    monkeypatch.setattr(demo, "QUICK", dict(demo.QUICK, max_train=64, hidden_size=hidden))
     ctx = demo.run_demo(tmp_path, quick=True, progress=False, echo=lambda s: None)
     row = ctx.rows[0]
     assert not [k for k in row if k.startswith("error:")], row
-    for key in ("onnx_fp32", "int8", "fp32_kb", "int8_kb", "fp32_step_us", "int8_step_us", "torch_step_us",
-                "int8_sqnr_db"):
+    int8_keys = ("int8", "int8_kb", "int8_step_us", "int8_sqnr_db")
+    for key in ("onnx_fp32", "fp32_kb", "fp32_step_us", "torch_step_us") + (int8_keys if int8_pays else ()):
         assert key in row, key
+    if not int8_pays:
+        assert row["int8_decision"] == "fp32 kept: int8 does not pay at this size"
+        assert not [k for k in int8_keys if k in row]
     assert row["verify"] == "pass" and Path(row["verify_report"]).is_file()
     # Same weights, same test split: fp32 ONNX agrees with PyTorch to float rounding, so an
     # accuracy over ~180 digits can only differ if a near-tie flips (at most one sample here).
@@ -143,7 +149,7 @@ def test_seq2seq_quantize_writes_the_pair_or_nothing(tmp_path, runner):
     _ok(runner.invoke(cli, ["export", str(run), "-o", str(tmp_path / "m.onnx")]))
     # the run's source sequences calibrate the encoder; the decoder step gets random tokens/states
     _ok(runner.invoke(cli, ["quantize", str(tmp_path / "m.onnx"), "-o", str(tmp_path / "q.onnx"), "--mode",
-                            "int8-dynamic", "--calibration", str(run)]))
+                            "int8-dynamic", "--force-int8", "--calibration", str(run)]))
     assert (tmp_path / "q.encoder.onnx").is_file() and (tmp_path / "q.decoder_step.onnx").is_file()
     r = runner.invoke(cli, ["quantize", str(tmp_path / "m.onnx"), "-o", str(tmp_path / "s.onnx"), "--mode",
                             "int8-static", "--calibration", str(run)])

@@ -19,7 +19,7 @@ from edgelstm.verify import verify  # noqa: E402
 def _int8(tmp_path, name):
     fp32, q = tmp_path / "m.onnx", tmp_path / "q.onnx"
     export_model(make_tiny(name), fp32)
-    quantize(fp32, q, "int8-dynamic", evaluate_error=False)
+    quantize(fp32, q, "int8-dynamic", evaluate_error=False, force_int8=True)  # tiny: int8 forced
     return fp32, q
 
 

@@ -114,7 +114,7 @@ def build_pipeline_models(out: Path, host_python: str, cache: Path | None = None
         try:
             if fp32.exists():
                 _cli(host_python, ["quantize", str(fp32), "-o", str(out / "int8" / fp32.name), "--mode",
-                                   "int8-dynamic", "--threads", "1", "--samples", "32"], work)
+                                   "int8-dynamic", "--force-int8", "--threads", "1", "--samples", "32"], work)
             else:  # seq2seq: OUT.encoder.onnx + OUT.decoder_step.onnx, each quantized
                 calib = _decoder_calibration(out / "fp32" / f"{family}.encoder.onnx",
                                              work / f"{family}.decoder_calib.npz")
@@ -124,7 +124,8 @@ def build_pipeline_models(out: Path, host_python: str, cache: Path | None = None
                     # it real ones, from the fp32 encoder (used to measure the quantization error only)
                     extra_args = ["--calibration", str(calib)] if role == "decoder_step" else []
                     _cli(host_python, ["quantize", str(src), "-o", str(out / "int8" / src.name), "--mode",
-                                       "int8-dynamic", "--threads", "1", "--samples", "32", *extra_args], work)
+                                       "int8-dynamic", "--force-int8", "--threads", "1", "--samples", "32", *extra_args],
+                         work)
         except PipelineError as e:
             errors[(family, "int8-dynamic")] = str(e)
             log.error("models: %s", e)

@@ -28,19 +28,23 @@ MODES = ("int8-dynamic", "int8-static", "fp16")
               help="cpu or gpu. fp16 on cpu keeps recurrent nodes computing in fp32.")
 @click.option("--keep-io-types/--fp16-io", default=None,
               help="fp16: keep graph inputs/outputs float32 (default) or make them float16.")
+@click.option("--force-int8", is_flag=True,
+              help="int8 modes: quantize every node the mode can take, also where int8 is slower than float "
+                   "(by default a node is kept float where int8 does not pay; the output lists each decision).")
 @click.option("--samples", type=int, default=512, show_default=True,
               help="Sequences used to calibrate and measure the error.")
 @options.threads
 @options.overwrite
 @options.json_out
 def quantize_cmd(model, output, mode, calibration, per_channel, method, recurrent, gru, target, keep_io_types,
-                 samples, threads, overwrite, json_out):
+                 samples, force_int8, threads, overwrite, json_out):
     """Quantize an exported model; print sizes and the error against the float model."""
     from edgelstm.exporters.quantize import quantize
 
     report = quantize(model, output, mode, calibration=calibration, per_channel=per_channel, method=method,
                       target=target, keep_io_types=keep_io_types, recurrent=recurrent, gru=gru,
-                      calibration_samples=samples, threads=threads or 1, overwrite=overwrite)
+                      calibration_samples=samples, threads=threads or 1, overwrite=overwrite,
+                      force_int8=force_int8)
     for line in report.lines():
         click.echo(line)
     if json_out:
