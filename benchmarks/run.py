@@ -12,7 +12,10 @@ attention (seq2seq, 1 layer, source length 32: the decoder step at batch 1 and 1
 over the source at batch 1 and 16); recurrent cases: a streaming step at batch 1, a whole
 256-step sequence at batch 1 and at batch 16. Backends: PyTorch eager fp32 (the same module),
 onnxruntime fp32 and int8 (fp16 only with a CUDA provider). One thread everywhere, per case a
-NumPy/BLAS floor measured in the same run.
+NumPy/BLAS floor measured in the same run. PyTorch is timed first, in a child process of its own
+where no onnxruntime session is created (``--torch-worker``): a session in the same process makes
+PyTorch's CPU LSTM about 2x faster here, which is not how users run PyTorch. The int8 file is what
+``quantize`` writes by default: int8 only for the nodes where it pays, otherwise the fp32 graph.
 
 The digits accuracy target: the 2-layer LSTM (hidden 256) is trained on the bundled digits data
 (15 epochs, about 10 s on one core) or taken from ``--digits-run``, exported, quantized, and
@@ -93,13 +96,26 @@ def quantize_int8(src: Path, dst: Path, force: bool = False) -> Path:
     return dst
 
 
+def graph_cases(family: str) -> list[tuple[str, list[core.Case]]]:
+    """The timed graphs of a family (by role) and their cases, in the order they are reported."""
+    if family == "attention":
+        return [("decoder_step", [core.Case("stream", 1, SRC_LEN), core.Case("stream", 16, SRC_LEN)]),
+                ("encoder", [core.Case("sequence", 1, SRC_LEN), core.Case("sequence", 16, SRC_LEN)])]
+    return [("model", [core.Case("stream", 1, 1), core.Case("sequence", 1, 256), core.Case("sequence", 16, 256)])]
+
+
+def torch_module(family: str, hidden: int, layers: int) -> torch.nn.Module:
+    """The configuration's PyTorch module: the same seed, so the same weights in every process."""
+    torch.manual_seed(0)
+    return build_model(model_config(family, hidden, layers)).eval()
+
+
 def build(family: str, hidden: int, layers: int, d: Path) -> tuple[torch.nn.Module, list[Graph]]:
     """The PyTorch module and its exported fp32 / int8 graphs (the project's exporter and quantizer)."""
     from edgelstm.exporters import export_model
     from edgelstm.exporters.runs import seq2seq_paths
 
-    torch.manual_seed(0)
-    model = build_model(model_config(family, hidden, layers)).eval()
+    model = torch_module(family, hidden, layers)
     stem = f"{family}{layers}x{hidden}"
     fp32 = d / f"{stem}.onnx"
     with warnings.catch_warnings():
@@ -109,13 +125,8 @@ def build(family: str, hidden: int, layers: int, d: Path) -> tuple[torch.nn.Modu
     # companion by the name in the manifest
     qdir = d / "int8"
     qdir.mkdir(exist_ok=True)
-    if family == "attention":
-        enc, dec = seq2seq_paths(fp32)
-        graphs = [Graph("decoder_step", dec, None, [core.Case("stream", 1, SRC_LEN), core.Case("stream", 16, SRC_LEN)]),
-                  Graph("encoder", enc, None, [core.Case("sequence", 1, SRC_LEN), core.Case("sequence", 16, SRC_LEN)])]
-    else:
-        graphs = [Graph("model", fp32, None, [core.Case("stream", 1, 1), core.Case("sequence", 1, 256),
-                                              core.Case("sequence", 16, 256)])]
+    files = dict(zip(("encoder", "decoder_step"), seq2seq_paths(fp32))) if family == "attention" else {"model": fp32}
+    graphs = [Graph(role, files[role], None, cases) for role, cases in graph_cases(family)]
     for g in graphs:
         try:
             g.int8 = quantize_int8(g.fp32, qdir / g.fp32.name)
@@ -171,18 +182,55 @@ def torch_rows(model, family: str, graph: Graph, settings: core.Settings, name: 
     return rows
 
 
+def _tag(family: str, hidden: int, layers: int, role: str) -> str:
+    return f"{family} L{layers} H{hidden}" + ("" if role == "model" else f" {role}")
+
+
+def torch_worker(jobs_path: Path, out_path: Path) -> int:
+    """``--torch-worker``: PyTorch eager rows for every job, in a process where no onnxruntime
+    session is ever created (creating one makes PyTorch's CPU LSTM about 2x faster here:
+    ../shared/FINDINGS.md; importing onnxruntime alone does not, measured with a 2x256 step)."""
+    spec = json.loads(jobs_path.read_text())
+    settings = core.Settings(**spec["settings"])
+    rows = []
+    for family, hidden, layers in spec["jobs"]:
+        model = torch_module(family, hidden, layers)
+        for role, cases in graph_cases(family):
+            rows += torch_rows(model, family, Graph(role, Path(), None, cases), settings,
+                               f"{_tag(family, hidden, layers, role)} pytorch")
+    for r in rows:
+        r["process"] = "own (no onnxruntime session)"
+    write_text_atomic(out_path, json.dumps(rows))
+    return 0
+
+
+def torch_in_own_process(jobs: list[tuple[str, int, int]], settings: core.Settings, d: Path) -> dict[str, list[dict]]:
+    """Run :func:`torch_worker` in a child process; its rows by graph tag."""
+    import subprocess
+
+    jobs_path, out_path = d / "torch-jobs.json", d / "torch-rows.json"
+    jobs_path.write_text(json.dumps({"settings": settings.__dict__, "jobs": jobs}))
+    proc = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--torch-worker", str(jobs_path),
+                           "--torch-out", str(out_path)], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"the PyTorch timing process failed (exit {proc.returncode}): {proc.stderr[-2000:]}")
+    by_tag: dict[str, list[dict]] = {}
+    for r in json.loads(out_path.read_text()):
+        by_tag.setdefault(r["name"].rsplit(" ", 1)[0], []).append(r)
+    return by_tag
+
+
 # ============================================================================ one configuration
-def run_config(family, hidden, layers, d, settings, progress) -> list[dict]:
-    model, graphs = build(family, hidden, layers, d)
-    tag = f"{family} L{layers} H{hidden}"
+def run_config(family, hidden, layers, d, settings, progress, torch_by_tag) -> list[dict]:
+    _, graphs = build(family, hidden, layers, d)
     rows: list[dict] = []
     for g in graphs:
-        suffix = "" if g.role == "model" else f" {g.role}"
-        part = torch_rows(model, family, g, settings, f"{tag}{suffix} pytorch")
-        part += core.bench_runtime(g.fp32, g.cases, settings, name=f"{tag}{suffix} ort-fp32")
+        tag = _tag(family, hidden, layers, g.role)
+        part = list(torch_by_tag.get(tag, []))
+        part += core.bench_runtime(g.fp32, g.cases, settings, name=f"{tag} ort-fp32")
         if g.int8 is not None:
             part += core.bench_runtime(g.int8, g.cases, core.Settings(**{**settings.__dict__, "floor": False}),
-                                       name=f"{tag}{suffix} ort-int8")
+                                       name=f"{tag} ort-int8")
         fp32_row = {(r["mode"], r["batch"], r["time"]): r for r in part if r["name"].endswith("ort-fp32")}
         for r in part:  # one floor per case, shared by every backend of this graph
             base = fp32_row.get((r["mode"], r["batch"], r["time"]))
@@ -392,7 +440,12 @@ def main(argv=None) -> int:
     ap.add_argument("--no-digits", action="store_true", help="Skip the digits accuracy target.")
     ap.add_argument("--no-readme", action="store_true", help="Do not rewrite benchmarks/README.md.")
     ap.add_argument("--out", default=None, help="Result JSON path (default benchmarks/results/<machine>-<date>.json).")
+    ap.add_argument("--torch-worker", default=None, help=argparse.SUPPRESS)  # internal: PyTorch in its own process
+    ap.add_argument("--torch-out", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.torch_worker:
+        torch.set_num_threads(1)
+        return torch_worker(Path(args.torch_worker), Path(args.torch_out))
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         families = [f for f in args.families.split(",") if f]
@@ -418,10 +471,16 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory(prefix="edgelstm-bench-") as tmp:
         if not args.no_digits:
             digits = digits_accuracy(Path(args.digits_run) if args.digits_run else None, Path(tmp), progress)
-        for family in families:
-            for layers in (LAYERS if family != "attention" else (1,)):
-                for h in hidden:
-                    rows += run_config(family, h, layers, Path(tmp), settings, progress)
+        jobs = [(family, h, layers) for family in families
+                for layers in (LAYERS if family != "attention" else (1,)) for h in hidden]
+        progress(f"PyTorch eager: {len(jobs)} configurations in a process of its own")
+        try:
+            torch_by_tag = torch_in_own_process(jobs, settings, Path(tmp))
+        except RuntimeError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 1
+        for family, h, layers in jobs:
+            rows += run_config(family, h, layers, Path(tmp), settings, progress, torch_by_tag)
     env = core.environment(1, ["CPUExecutionProvider"])
     env["torch"] = torch.__version__
     date = dt.date.today().isoformat()

@@ -87,6 +87,9 @@ def test_suite_tiny_run_writes_rows_for_every_backend(suite, tmp_path):
                          set()).add(suite._kind(r))
     # 2 families x 2 layer counts x 3 cases, each on PyTorch eager, onnxruntime fp32 and int8
     assert len(kinds) == 12 and all(v == {"torch", "ort-fp32", "ort-int8"} for v in kinds.values())
+    # PyTorch is timed in a child process without an onnxruntime session (one makes its LSTM ~2x faster)
+    assert {r.get("process") for r in rep["results"] if r["backend"] == "pytorch-eager"} == {
+        "own (no onnxruntime session)"}
     ort_rows = [r for r in rep["results"] if r["backend"] == "onnxruntime"]
     assert all(r["api"].startswith("edgelstm.runtime ") for r in ort_rows)
     int8 = [r for r in ort_rows if r["name"].endswith("ort-int8")]
