@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench test-arm clean install
+.PHONY: demo test bench bench-peers test-arm clean install
 
 $(STAMP): pyproject.toml constraints.txt
 	@command -v $(PY) >/dev/null || { echo "error: $(PY) not found (Python 3.11 is required)"; exit 2; }
@@ -23,8 +23,16 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run.py
 
+# The peers (OpenVINO; PyTorch eager and dynamic int8; plain onnxruntime on a naive export) in an
+# environment of their own, so that .venv never carries them.
+PEERS := .venv-peers
+bench-peers:
+	test -x $(PEERS)/bin/python || $(PY) -m venv $(PEERS)
+	$(PEERS)/bin/pip install -q -c constraints.txt -e ".[export]" "openvino>=2025.0"
+	$(PEERS)/bin/python benchmarks/peers.py
+
 test-arm: $(STAMP)
 	bash benchmarks/arm/test_arm.sh
 
 clean:
-	rm -rf $(VENV) demo_out build dist *.egg-info
+	rm -rf $(VENV) $(PEERS) demo_out build dist *.egg-info
