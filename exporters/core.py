@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from edgelstm.errors import EdgeLSTMError as EdgeLSTMErrorTypes
-from edgelstm.errors import ExportError, ModelDefinitionError, UsageError
+from edgelstm.errors import ExportError, ManifestError, ModelDefinitionError, ModelFileError, UsageError
 from edgelstm.exporters import checks, graph as graph_mod
 from edgelstm.exporters.recurrent import (RecurrentLayer, describe, find_cells, find_recurrent,
                                           proxies_installed, recurrent_kind, _session)
@@ -483,18 +483,28 @@ def producer_versions() -> dict[str, str]:
 
 
 def _seal(model: onnx.ModelProto, manifest: Manifest, subject: str) -> bytes:
-    """Store the graph digest (every top-level field but metadata_props) in the manifest, so the
-    runtime detects weights or nodes edited after export; returns the final bytes."""
-    from edgelstm.runtime.integrity import DIGEST_KEY, graph_digest  # noqa: PLC0415 (stdlib only)
+    """Seal the graph and the manifest together (see :mod:`edgelstm.runtime.integrity`), so the
+    runtime detects weights, nodes or manifest fields edited after export; returns the final bytes,
+    checked by the runtime's own integrity check (seal and manifest schema)."""
+    from edgelstm.runtime.integrity import seal_proto  # noqa: PLC0415 (stdlib only)
 
-    digest = graph_digest(model.SerializeToString())
-    manifest.extra[DIGEST_KEY] = digest
+    manifest.extra.pop("graph_sha256", None)  # schema 1's graph-only digest
     _set_manifest(model, manifest)
+    seal_proto(model)
     data = model.SerializeToString()
-    if graph_digest(data) != digest:  # serialization must not depend on the manifest
-        raise ExportError(subject, "graph digest changed when the manifest was written", expected=digest,
-                          got=graph_digest(data))
+    check_written(data, subject)
     return data
+
+
+def check_written(data: bytes, subject: str) -> None:
+    """What export and quantize are about to write passes the check every reader runs."""
+    from edgelstm.runtime.integrity import check_model_bytes  # noqa: PLC0415
+
+    try:
+        check_model_bytes(data, subject)
+    except (ModelFileError, ManifestError) as e:
+        raise ExportError(subject, "the file to be written fails the runtime's own integrity check",
+                          expected="a sealed file with a valid manifest", got=str(e)) from None
 
 
 def _set_manifest(model: onnx.ModelProto, manifest: Manifest) -> None:
@@ -514,6 +524,7 @@ def write_models(items: list[tuple[onnx.ModelProto, str | os.PathLike]]) -> None
         for model, path in items:
             tmp = stack.enter_context(atomic_path(path))
             onnx.save_model(model, str(tmp))
+            check_written(tmp.read_bytes(), str(path))
 
 
 # ------------------------------------------------------------------------------ public API

@@ -43,7 +43,7 @@ import numpy as np
 from edgelstm.errors import (DataError, ModelFileError, UnknownChoiceError, UnsupportedError,
                              UsageError)
 from edgelstm.fileio import atomic_path
-from edgelstm.manifest import MANIFEST_KEY, Manifest
+from edgelstm.manifest import MANIFEST_KEY, SCHEMA_VERSION, Manifest
 
 log = logging.getLogger(__name__)
 
@@ -208,13 +208,6 @@ def _load_model(path: Path):
     if not model.graph.node:
         raise ModelFileError(str(path), "ONNX model has no nodes", expected="a graph", got="an empty graph")
     return model
-
-
-def _read_manifest(model, source: str) -> Manifest | None:
-    for p in model.metadata_props:
-        if p.key == MANIFEST_KEY:
-            return Manifest.from_json(p.value, source=source)
-    return None
 
 
 def _set_manifest(model, manifest: Manifest) -> None:
@@ -835,7 +828,7 @@ def quantize_file(model_path: str | os.PathLike, output_path: str | os.PathLike,
                   *, companions: dict[str, str] | None = None, calibration: str | os.PathLike | None = None, per_channel: bool = False, method: str | None = None,
              target: str = "cpu", keep_io_types: bool | None = None, recurrent: str | None = None,
              gru: str = "int8", calibration_samples: int = 512, threads: int = 1, evaluate_error: bool = True,
-             overwrite: bool = True) -> QuantizeReport:
+             overwrite: bool = True, trust_modified: bool = False) -> QuantizeReport:
     """Quantize ``model_path`` into ``output_path`` and measure the error against the float model.
 
     ``mode`` is a mode name or a full :class:`QuantizeOptions` (then the keyword options are not
@@ -843,6 +836,9 @@ def quantize_file(model_path: str | os.PathLike, output_path: str | os.PathLike,
     anything is read), :class:`ModelFileError` for a missing or non-ONNX input,
     :class:`DataError` for unreadable calibration data, :class:`UnsupportedError` for a model the
     mode cannot take (already quantized, GRU options the rewrite cannot keep...).
+    The input goes through the runtime's integrity check (seal and manifest schema); with
+    ``trust_modified`` a file that fails the seal check is quantized but its output is left
+    unsealed, so it is refused as modified in turn: quantize never re-seals a modified file.
     """
     if isinstance(mode, QuantizeOptions):
         opts = mode
@@ -864,8 +860,11 @@ def quantize_file(model_path: str | os.PathLike, output_path: str | os.PathLike,
 
     import onnx
 
+    from edgelstm.runtime.integrity import check_model_file, seal_problem
+
+    _, src_bytes, manifest = check_model_file(src, trust_modified=trust_modified)
+    sealed = seal_problem(src_bytes, str(src)) is None
     model = _load_model(src)
-    manifest = _read_manifest(model, str(src))
     why = _already_quantized(model, manifest)
     if why:
         raise UnsupportedError(str(src), "model is already quantized", expected="an fp32 model", got=why)
@@ -910,7 +909,7 @@ def quantize_file(model_path: str | os.PathLike, output_path: str | os.PathLike,
             from edgelstm.exporters.gru_int8 import finish_quantized
 
             finish_quantized(out_model)
-        _finish_manifest(out_model, manifest, opts, report, data, companions)
+        _finish_manifest(out_model, manifest, opts, report, data, companions, seal=sealed)
         report.ops_after = _op_counts(out_model)
         # the file to evaluate must be the file we ship: write it, evaluate, then publish
         final = Path(tmp) / "final.onnx"
@@ -930,6 +929,10 @@ def quantize_file(model_path: str | os.PathLike, output_path: str | os.PathLike,
                     report.notes.append("error measured on the CPU provider (fp16 kernels differ on GPU)")
                 report.errors, report.metric, report.samples = evaluate(
                     float_model, final, eval_data, opts, task=manifest.task if manifest else None)
+        if sealed and manifest is not None:  # what is shipped passes the check every reader runs
+            from edgelstm.runtime.integrity import check_model_bytes
+
+            check_model_bytes(final.read_bytes(), str(dst))
         with atomic_path(dst) as out_tmp:  # temp name beside dst, renamed onto it on success
             shutil.copyfile(final, out_tmp)
         report.size_after = dst.stat().st_size
@@ -938,7 +941,8 @@ def quantize_file(model_path: str | os.PathLike, output_path: str | os.PathLike,
 
 
 def _finish_manifest(out_model, manifest: Manifest | None, opts: QuantizeOptions, report: QuantizeReport,
-                     data: CalibrationData | None, companions: dict[str, str] | None = None) -> None:
+                     data: CalibrationData | None, companions: dict[str, str] | None = None, *,
+                     seal: bool = True) -> None:
     if manifest is None:
         report.notes.append("input has no edgelstm manifest; the output has none either")
         return
@@ -961,15 +965,21 @@ def _finish_manifest(out_model, manifest: Manifest | None, opts: QuantizeOptions
         info["calibration"] = {"source": data.source, "samples": min(len(data), opts.calibration_samples)}
     import onnxruntime
 
-    from edgelstm.runtime.integrity import DIGEST_KEY, graph_digest  # stdlib only
+    from edgelstm.runtime.integrity import DIGEST_KEY, seal_proto  # stdlib only
 
-    m.extra = {**m.extra, "quantization": info}
+    m.extra = {k: v for k, v in m.extra.items() if k != DIGEST_KEY}
+    m.extra["quantization"] = info
     if companions is not None:
         m.companions = dict(companions)
-    # The graph changed: re-seal it, or the runtime would (rightly) call the file tampered.
-    m.extra[DIGEST_KEY] = graph_digest(out_model.SerializeToString())
     m.producer = {**m.producer, "onnxruntime": onnxruntime.__version__}
+    m.schema_version = SCHEMA_VERSION
+    m.validate(source=report.output)
     _set_manifest(out_model, m)
+    out_model.producer_name = "edgelstm"
+    if seal:  # the graph changed: re-seal it, or the runtime would (rightly) call the file modified
+        seal_proto(out_model)
+    else:
+        report.notes.append("the input failed the seal check (--trust-modified): the output is not sealed")
 
 
 __all__ = ["MODES", "CALIBRATION_METHODS", "TARGETS", "QuantizeOptions", "QuantizeReport", "OutputError",

@@ -33,7 +33,7 @@ __all__ = ["load", "Model", "Seq2SeqModel", "Stream", "RunResult", "Generation",
 
 def load(path: str | os.PathLike, device: str | Sequence[str] = "auto", threads: int | None = None,
          fallback: bool = True, provider_options: dict[str, dict[str, Any]] | None = None, *,
-         nan: str = "raise", optimization: str = "all") -> Model | Seq2SeqModel:
+         nan: str = "raise", optimization: str = "all", trust_modified: bool = False) -> Model | Seq2SeqModel:
     """Load an exported model (or any ONNX file) and create its onnxruntime session(s).
 
     ``device``: ``auto``, ``cpu``, ``cuda``, ``tensorrt``, ``arm``, ``coreml``, ``nnapi``, ``qnn``,
@@ -42,6 +42,8 @@ def load(path: str | os.PathLike, device: str | Sequence[str] = "auto", threads:
     fallback a warning names the providers used. ``threads``: intra-op threads (None = onnxruntime's
     default). ``provider_options``: provider name -> options (override the defaults, e.g. the
     TensorRT engine cache path). ``nan``: ``"raise"`` (default) or ``"pass"`` for NaN/Inf inputs.
+    ``trust_modified``: load a file whose seal (graph + manifest) is missing or does not match,
+    with a warning (the manifest is still validated); see :mod:`edgelstm.runtime.integrity`.
 
     A seq2seq export loads from either of its files, or from the stem ``X.onnx`` when only
     ``X.encoder.onnx`` and ``X.decoder_step.onnx`` exist; it returns a :class:`Seq2SeqModel`.
@@ -49,7 +51,7 @@ def load(path: str | os.PathLike, device: str | Sequence[str] = "auto", threads:
     p = Path(path)
     pair = companion_paths(p)
     kwargs = dict(device=device, threads=threads, fallback=fallback, provider_options=provider_options,
-                  nan=nan, optimization=optimization)
+                  nan=nan, optimization=optimization, trust_modified=trust_modified)
     if pair is None and not p.exists():
         raise ModelFileError(str(p), "model file not found", expected="an existing .onnx file (or, for seq2seq, "
                              "X.encoder.onnx and X.decoder_step.onnx)", got="no such file")

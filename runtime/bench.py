@@ -55,7 +55,7 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 
 from edgelstm.errors import InputError, ManifestError, ModelFileError, UnknownChoiceError, UsageError
-from edgelstm.manifest import MANIFEST_KEY, Manifest
+from edgelstm.manifest import Manifest
 from edgelstm.runtime.integrity import iter_values, read_varint
 
 log = logging.getLogger(__name__)
@@ -434,15 +434,6 @@ def session_options(threads: int | None):
     return so
 
 
-def read_manifest(session, source: str) -> Manifest | None:
-    """The manifest stored in the model's metadata, or None for a foreign ONNX file."""
-    meta = session.get_modelmeta().custom_metadata_map
-    text = meta.get(MANIFEST_KEY)
-    if text is None:
-        return None
-    return Manifest.from_json(text, source=source)
-
-
 def state_pairs(session, manifest: Manifest | None) -> list[tuple[str, str]]:
     """(input, output) names of the recurrent state: from the manifest, else ``*_in`` -> ``*_out``."""
     if manifest is not None and manifest.states:
@@ -525,6 +516,11 @@ class Case:
         return f"{self.mode}/b{self.batch}/t{self.time}"
 
 
+MAX_THREADS = 1024          # beyond this onnxruntime spends minutes creating threads
+MAX_RUNS = 10_000_000
+MAX_DURATION_S = 24 * 3600.0
+
+
 @dataclass
 class Settings:
     warmup: int = 10
@@ -534,10 +530,19 @@ class Settings:
     device: str = "cpu"
     floor: bool = True
     seed: int = 0
+    trust_modified: bool = False  # load files whose seal fails (see edgelstm.runtime.integrity)
 
     def __post_init__(self) -> None:
         if self.threads is not None and self.threads < 1:
             raise UsageError("--threads", "must be at least 1", expected=">= 1", got=self.threads)
+        if self.threads is not None and self.threads > MAX_THREADS:
+            raise UsageError("--threads", "too many threads", expected=f"<= {MAX_THREADS}", got=self.threads)
+        if self.warmup > MAX_RUNS or (self.runs is not None and self.runs > MAX_RUNS):
+            raise UsageError("--warmup/--runs", "too many calls", expected=f"<= {MAX_RUNS}",
+                             got=max(self.warmup, self.runs or 0))
+        if self.duration is not None and not self.duration <= MAX_DURATION_S:
+            raise UsageError("--duration", "must be finite seconds", expected=f"0 < seconds <= {MAX_DURATION_S}",
+                             got=self.duration)
         if self.warmup < 0:
             raise UsageError("--warmup", "must not be negative", expected=">= 0", got=self.warmup)
         if self.runs is not None and self.duration is not None:
@@ -575,9 +580,10 @@ def bench_onnx(path: str | os.PathLike, cases: Sequence[Case], settings: Setting
     """Benchmark one ONNX file over ``cases``; one result row per case."""
     import onnxruntime as ort
 
+    from edgelstm.runtime.integrity import check_model_file
+
     path = Path(path)
-    if not path.is_file():
-        raise ModelFileError(str(path), "model file not found", expected="an existing .onnx file", got=str(path))
+    _, _, manifest = check_model_file(path, trust_modified=settings.trust_modified)
     providers, provider_options = resolve_providers(settings.device)
     facts = graph_facts(path)
     so = session_options(settings.threads)
@@ -589,7 +595,6 @@ def bench_onnx(path: str | os.PathLike, cases: Sequence[Case], settings: Setting
     except Exception as e:  # noqa: BLE001 - onnxruntime raises its own exception types
         raise ModelFileError(str(path), "onnxruntime cannot load the model", got=str(e).splitlines()[0]) from None
     create_s = time.perf_counter() - t0
-    manifest = read_manifest(sess, str(path))
     pairs = state_pairs(sess, manifest)
     out_names = [o.name for o in sess.get_outputs()]
     out_index = {n: i for i, n in enumerate(out_names)}
@@ -680,7 +685,8 @@ def bench_runtime(path: str | os.PathLike, cases: Sequence[Case], settings: Sett
     facts = graph_facts(path)
     rss0 = _rss_mb()
     t0 = time.perf_counter()
-    loaded = runtime.load(path, device=settings.device, threads=settings.threads, fallback=False)
+    loaded = runtime.load(path, device=settings.device, threads=settings.threads, fallback=False,
+                          trust_modified=settings.trust_modified)
     create_s = time.perf_counter() - t0
     role = "model"
     if isinstance(loaded, runtime.Seq2SeqModel):

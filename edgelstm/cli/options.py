@@ -9,3 +9,8 @@ device = click.option("--device", default="cpu", show_default=True,
                       help="cpu, cuda, tensorrt, arm, coreml, nnapi, qnn or auto; comma-separated where several are allowed.")
 threads = click.option("--threads", type=int, default=None, help="Intra-op threads (default: onnxruntime's).")
 overwrite = click.option("--overwrite", is_flag=True, help="Replace an existing output.")
+trust_modified = click.option(
+    "--trust-modified", is_flag=True,
+    help="Load a model whose seal (graph + manifest) is missing or does not match, e.g. edited after "
+         "export or sealed by an older edgelstm. Skips the seal check only (with a warning); the manifest is "
+         "still validated. quantize never re-seals such a file.")

@@ -101,11 +101,14 @@ def _softmax(z: np.ndarray) -> np.ndarray:
 @click.option("--out", "npz_out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write the output arrays to this .npz file.")
 @options.json_out
-def run_cmd(model_path, input_path, text, streaming, device, threads, no_fallback, nan, max_len, npz_out, json_out):
+@options.trust_modified
+def run_cmd(model_path, input_path, text, streaming, device, threads, no_fallback, nan, max_len, npz_out, json_out,
+            trust_modified):
     """Run MODEL.onnx on data and print the outputs (labels for classifiers)."""
     from edgelstm import runtime
 
-    model = runtime.load(model_path, device=device, threads=threads, fallback=not no_fallback, nan=nan)
+    model = runtime.load(model_path, device=device, threads=threads, fallback=not no_fallback, nan=nan,
+                         trust_modified=trust_modified)
     report: dict = {"model": str(model_path), "providers": model.providers}
     if isinstance(model, runtime.Seq2SeqModel):
         sources = list(text)
