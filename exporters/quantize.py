@@ -292,12 +292,9 @@ def load_calibration(path: str | os.PathLike, sess_inputs, manifest: Manifest | 
                         got="no such path")
     if p.is_dir():
         return _load_run_dir(p, sess_inputs, manifest)
-    try:
-        with np.load(p, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
-    except Exception as e:  # zipfile / pickle refusals / bad headers
-        raise DataError(str(p), "cannot read calibration data", expected="an .npz written by numpy.savez",
-                        got=f"{type(e).__name__}: {e}") from None
+    from edgelstm.data.readers import load_arrays
+
+    arrays = load_arrays(p)  # refuses pickles, complex / text arrays, truncated archives
     return _feeds_from_arrays(arrays, sess_inputs, source=p.name)
 
 

@@ -24,15 +24,9 @@ def read_input(path: Path) -> dict[str, np.ndarray]:
                         got="no such file")
     suffix = path.suffix.lower()
     if suffix in (".npz", ".npy"):
-        try:
-            loaded = np.load(path, allow_pickle=False)
-        except (OSError, ValueError) as e:
-            raise DataError(str(path), f"cannot read {suffix} file", expected="a numpy file without pickles",
-                            got=str(e)[:200]) from None
-        if suffix == ".npy":
-            return {"x": loaded}
-        with loaded as z:
-            arrays = {k: z[k] for k in z.files}
+        from edgelstm.data.readers import load_arrays
+
+        arrays = load_arrays(path)
         if "x" not in arrays:
             if len(arrays) != 1:
                 raise DataError(str(path), "no array named 'x'", expected="an 'x' array (or a single array)",
@@ -47,26 +41,31 @@ def read_input(path: Path) -> dict[str, np.ndarray]:
 def _read_csv(path: Path) -> np.ndarray:
     rows: list[list[float]] = []
     width = None
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            line = line.strip()
-            if not line or line.startswith("#"):
+    try:
+        with open(path, encoding="utf-8-sig") as f:  # -sig: a BOM is not part of the first cell
+            lines = list(f)
+    except UnicodeDecodeError as e:
+        raise DataError(str(path), "not UTF-8 text", expected="a UTF-8 CSV file",
+                        got=f"byte {e.start}: {e.reason}") from None
+    for lineno, line in enumerate(lines, 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        cells = [c.strip() for c in line.split(",")]
+        try:
+            values = [float(c) for c in cells]
+        except ValueError:
+            if not rows and width is None:  # a header line
+                width = len(cells)
                 continue
-            cells = [c.strip() for c in line.split(",")]
-            try:
-                values = [float(c) for c in cells]
-            except ValueError:
-                if not rows and width is None:  # a header line
-                    width = len(cells)
-                    continue
-                bad = next(i for i, c in enumerate(cells) if not _is_float(c))
-                raise DataError(f"{path}:{lineno}", f"column {bad + 1} is not a number", expected="a float",
-                                got=cells[bad][:40]) from None
-            if width is None:
-                width = len(values)
-            if len(values) != width:
-                raise DataError(f"{path}:{lineno}", "wrong number of columns", expected=width, got=len(values))
-            rows.append(values)
+            bad = next(i for i, c in enumerate(cells) if not _is_float(c))
+            raise DataError(f"{path}:{lineno}", f"column {bad + 1} is not a number", expected="a float",
+                            got=cells[bad][:40]) from None
+        if width is None:
+            width = len(values)
+        if len(values) != width:
+            raise DataError(f"{path}:{lineno}", "wrong number of columns", expected=width, got=len(values))
+        rows.append(values)
     if not rows:
         raise DataError(str(path), "no data rows", expected="at least one row of numbers", got=0)
     return np.asarray(rows, dtype=np.float32)[None]  # [1, time, features]
@@ -114,9 +113,9 @@ def run_cmd(model_path, input_path, text, streaming, device, threads, no_fallbac
         sources = list(text)
         if input_path is not None:
             try:
-                sources += [ln.rstrip("\n") for ln in Path(input_path).read_text(encoding="utf-8").splitlines()
+                sources += [ln.rstrip("\n") for ln in Path(input_path).read_text(encoding="utf-8-sig").splitlines()
                             if ln.strip()]
-            except OSError as e:
+            except (OSError, UnicodeDecodeError) as e:
                 raise DataError(str(input_path), "cannot read the source text", expected="a UTF-8 text file",
                                 got=str(e)[:200]) from None
         if not sources:

@@ -65,6 +65,8 @@ def _verify(model, reference, model_spec, checkpoint, against, device, data, run
             atol, min_snr, checks, oracles, seed, json_out, plot, quiet, trust_modified) -> int:
     from edgelstm.verify.core import verify
 
+    options.check_range("--seed", seed, 0, options.MAX_SEED)
+    options.check_range("--steps", steps, 0, 10_000_000)
     if checkpoint and not model_spec:
         raise UsageError("--checkpoint", "only used with --model FILE.py:FACTORY", expected="--model", got="--checkpoint alone")
     devices = [d.strip() for d in device.split(",") if d.strip()]

@@ -94,11 +94,9 @@ def load_npz(path: str | Path, spec: GraphSpec, *, max_rows: int | None = 512) -
     p = Path(path)
     if not p.is_file():
         raise DataError(str(p), "data file not found", expected="an existing .npz file", got="no such file")
-    try:
-        with np.load(p, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
-    except Exception as e:
-        raise DataError(str(p), "not a readable .npz file", expected="numpy.savez output", got=f"{type(e).__name__}: {e}") from None
+    from edgelstm.data.readers import load_arrays
+
+    arrays = load_arrays(p)
     x = spec.x
     if x is None or x not in arrays:
         raise DataError(str(p), "no array for the model's data input", expected=x or spec.input_names, got=sorted(arrays))
