@@ -962,7 +962,7 @@ def _finish_manifest(out_model, manifest: Manifest | None, opts: QuantizeOptions
         info["calibration"] = {"source": data.source, "samples": min(len(data), opts.calibration_samples)}
     import onnxruntime
 
-    from edgelstm.runtime.integrity import DIGEST_KEY, seal_proto  # stdlib only
+    from edgelstm.runtime.integrity import DIGEST_KEY, SEAL_KEY, seal_proto  # stdlib only
 
     m.extra = {k: v for k, v in m.extra.items() if k != DIGEST_KEY}
     m.extra["quantization"] = info
@@ -976,6 +976,8 @@ def _finish_manifest(out_model, manifest: Manifest | None, opts: QuantizeOptions
     if seal:  # the graph changed: re-seal it, or the runtime would (rightly) call the file modified
         seal_proto(out_model)
     else:
+        for prop in [p for p in out_model.metadata_props if p.key == SEAL_KEY]:
+            out_model.metadata_props.remove(prop)
         report.notes.append("the input failed the seal check (--trust-modified): the output is not sealed")
 
 
