@@ -30,7 +30,7 @@ from torch import nn
 
 from edgelstm import __version__
 from edgelstm.errors import CheckpointError, EdgeLSTMError, ManifestError, RunDirExistsError, UsageError
-from edgelstm.fileio import fix_dir_mode
+from edgelstm.fileio import file_mode, fix_dir_mode
 from edgelstm.manifest import check_normalization
 from edgelstm.models import ModelConfig, build_model
 
@@ -198,6 +198,8 @@ def save_run(run_dir: str | os.PathLike, model: nn.Module, run_config: RunConfig
                                   "with free space", got=str(e).splitlines()[0][:200] if str(e) else type(e).__name__) from None
         (tmp / CONFIG_FILE).write_text(config_text, encoding="utf-8")
         (tmp / METRICS_FILE).write_text(metrics_text, encoding="utf-8")
+        for f in tmp.iterdir():  # safetensors writes 0600: every file gets the umask's mode
+            os.chmod(f, file_mode())
         if run_dir.exists():
             if _is_empty_dir(run_dir):
                 run_dir.rmdir()

@@ -88,3 +88,32 @@ def _check_roles(enc: Model, dec: Model) -> None:
         got = m.manifest.graph if m.manifest else None
         if m.manifest is not None and got != role:
             raise ManifestError(f"{m.path} manifest", "wrong graph role for this file", expected=role, got=got)
+    _check_pair(enc, dec)
+
+
+def _check_pair(enc: Model, dec: Model) -> None:
+    """The two files are one export: what the encoder hands over fits what the decoder step takes,
+    and both manifests agree on the vocabulary (otherwise decoding fails midway, or decodes garbage)."""
+    subject = f"{enc.path.name} + {dec.path.name}"
+    for out, inp in (("memory", "memory"), ("h_out", "h_in"), ("c_out", "c_in")):
+        a, b = enc._out.get(out), dec._in.get(inp)
+        if a is None or b is None:
+            continue
+        clash = a.rank != b.rank or any(isinstance(x, int) and isinstance(y, int) and x > 0 and y > 0 and x != y
+                                        for x, y in zip(a.shape, b.shape))
+        if clash or a.dtype != b.dtype:
+            raise ManifestError(subject, f"the encoder's {out!r} does not fit the decoder step's {inp!r} "
+                                "(files of two different exports?)", expected=f"{b.dtype.name} {list(b.shape)}",
+                                got=f"{a.dtype.name} {list(a.shape)}")
+    me, md = enc.manifest, dec.manifest
+    if me is not None and md is not None:
+        for field in ("vocab", "special_tokens", "hidden_size"):
+            if getattr(me, field) != getattr(md, field):
+                raise ManifestError(subject, f"encoder and decoder step disagree on {field} "
+                                    "(files of two different exports?)", expected=_short(getattr(me, field)),
+                                    got=_short(getattr(md, field)))
+
+
+def _short(v: Any) -> str:
+    r = repr(v)
+    return r if len(r) <= 60 else r[:57] + "..."

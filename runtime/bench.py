@@ -867,18 +867,56 @@ def load_report(path: str | os.PathLike) -> dict[str, Any]:
     """Read and check a bench JSON file (schema ``edgelstm.bench/1``)."""
     path = Path(path)
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(path.read_text(encoding="utf-8"))
     except OSError as e:
         raise UsageError(str(path), "cannot read the benchmark file", got=e.strerror) from None
-    except json.JSONDecodeError as e:
-        raise ManifestError(str(path), "benchmark file is not valid JSON", expected=SCHEMA, got=str(e)) from None
+    except (ValueError, RecursionError) as e:  # JSONDecodeError, UnicodeDecodeError, nesting
+        raise ManifestError(str(path), "benchmark file is not valid JSON", expected=SCHEMA,
+                            got=str(e)[:200] or type(e).__name__) from None
     if not isinstance(data, dict) or data.get("schema") != SCHEMA:
         got = data.get("schema") if isinstance(data, dict) else type(data).__name__
         raise ManifestError(str(path), "not an edgelstm benchmark result", expected=f"schema {SCHEMA!r}", got=got)
     for key in ("environment", "results"):
         if key not in data:
             raise ManifestError(str(path), f"benchmark file lacks {key!r}", expected=SCHEMA, got=sorted(data))
+    _check_report_types(data, str(path))
     return data
+
+
+def _check_report_types(data: dict[str, Any], source: str) -> None:
+    """The fields the tables read have the types they need (a hand-edited file fails here, in one line)."""
+    def bad(where: str, expected: str, got: Any) -> ManifestError:
+        return ManifestError(source, f"malformed benchmark field {where}", expected=expected, got=repr(got)[:60])
+
+    def number(v: Any) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+    if not isinstance(data["environment"], dict):
+        raise bad("'environment'", "an object", data["environment"])
+    if not isinstance(data["results"], list):
+        raise bad("'results'", "a list", data["results"])
+    for i, r in enumerate(data["results"]):
+        if not isinstance(r, dict):
+            raise bad(f"results[{i}]", "an object", r)
+        if not isinstance(r.get("mode"), str):
+            raise bad(f"results[{i}].mode", "a string", r.get("mode"))
+        for k in ("batch", "time"):
+            if not isinstance(r.get(k), int) or isinstance(r.get(k), bool):
+                raise bad(f"results[{i}].{k}", "an integer", r.get(k))
+        lat = r.get("latency_s")
+        if not isinstance(lat, dict):
+            raise bad(f"results[{i}].latency_s", "an object", lat)
+        for k in ("n", "p50", "p90", "p99", "min", "max", "jitter"):
+            if not number(lat.get(k)):
+                raise bad(f"results[{i}].latency_s.{k}", "a number", lat.get(k))
+        for k in ("steps_per_s", "sequences_per_s", "rtf", "session_create_s", "first_inference_s", "file_bytes",
+                  "parameters", "rss_peak_mb", "x_floor", "speedup_vs_baseline", "file_size_vs_baseline",
+                  "speedup_vs_torch"):
+            if r.get(k) is not None and not number(r[k]):
+                raise bad(f"results[{i}].{k}", "a number or null", r[k])
+        if r.get("floor") is not None and not (isinstance(r["floor"], dict)
+                                               and (r["floor"].get("floor_s") is None or number(r["floor"]["floor_s"]))):
+            raise bad(f"results[{i}].floor", "an object with a number floor_s", r["floor"])
 
 
 def _fmt(v: Any, spec: str = ".3g") -> str:
