@@ -91,6 +91,11 @@ class RunConfig:
         if rc.family != model.family or rc.task != model.task:
             raise CheckpointError(source, "family/task disagree with the model config",
                                   expected=(model.family, model.task), got=(rc.family, rc.task))
+        labels = rc.labels
+        if labels is not None and (not isinstance(labels, list) or not all(isinstance(v, str) for v in labels)
+                                   or (model.task in ("classify", "label") and len(labels) != model.num_outputs)):
+            raise CheckpointError(source, "malformed labels", expected=f"a list of {model.num_outputs} class names "
+                                  "(one per output)", got=repr(labels)[:60])
         if rc.normalization is not None:
             try:
                 check_normalization(rc.normalization, source=source, features=model.input_size or None)

@@ -469,7 +469,11 @@ def _complete_manifest(plan: GraphPlan, output_axes, ref, opset: int, model: onn
         shape = [axes.get(i, int(n)) for i, n in enumerate(arr.shape)]
         m.outputs.append(TensorSpec(name, str(arr.dtype), shape, plan.output_meanings.get(name, "")))
     m.producer = producer_versions()
-    m.validate(source="export")
+    try:
+        m.validate(source="export")
+    except ManifestError as e:  # what would be written fails the schema every reader checks
+        raise ExportError(e.subject, f"the manifest to be written is invalid: {e.problem}", expected=e.expected,
+                          got=e.got) from None
     return m
 
 
