@@ -148,7 +148,8 @@ def run_cmd(model_path, input_path, text, streaming, device, threads, no_fallbac
             report["run_ms"] = (time.perf_counter() - t0) * 1e3
             arrays = dict(result.outputs)
         arrays.update({f"state.{k}": v for k, v in result.state.items()})
-        report["outputs"] = {k: v.tolist() for k, v in arrays.items()}
+        if json_out is not None:  # nested lists cost ~30 bytes a value: only when they are written
+            report["outputs"] = {k: v.tolist() for k, v in arrays.items()}
         _echo_result(model, result, x.shape[0])
         if result.labels is not None:
             report["labels"] = result.labels
@@ -175,22 +176,38 @@ def _run_stream(model, x, lengths, state):
     stream = model.stream(batch=x.shape[0])
     if state is not None:
         stream.state = state
-    per_step: dict[str, list[np.ndarray]] = {}
-    times = []
+    steps = x.shape[1]
+    arrays: dict[str, np.ndarray] = {}  # [batch, time, ...], filled step by step (no list of steps)
+    us = np.empty(steps, dtype=np.float64)
     result = None
-    for t in range(x.shape[1]):
+    for t in range(steps):
         frame = np.ascontiguousarray(x[:, t])
         t0 = time.perf_counter()
         result = stream.step(frame)
-        times.append(time.perf_counter() - t0)
+        us[t] = (time.perf_counter() - t0) * 1e6
         for k, v in result.outputs.items():
-            per_step.setdefault(k, []).append(v)
-    arrays = {k: np.stack(v, axis=1) for k, v in per_step.items()}  # [batch, time, ...]
-    us = np.asarray(times) * 1e6
-    stats = {"steps": int(x.shape[1]), "step_us_median": float(np.median(us)),
+            if k not in arrays:
+                arrays[k] = _step_buffer((v.shape[0], steps, *v.shape[1:]), v.dtype)
+            arrays[k][:, t] = v
+    stats = {"steps": int(steps), "step_us_median": float(np.median(us)),
              "step_us_p90": float(np.percentile(us, 90))}
     final = _with_state(model, result, stream.state)
     return final, arrays, stats
+
+
+STEP_BUFFER_RAM = 64 << 20  # bytes: larger per-step outputs of --stream go to an anonymous file on disk
+
+
+def _step_buffer(shape: tuple, dtype) -> np.ndarray:
+    """Room for every step's output: in memory, or past :data:`STEP_BUFFER_RAM` an anonymous
+    temp file mapped into memory (removed by the OS when closed), so a long stream's outputs
+    are written as it goes rather than held in RAM."""
+    import tempfile
+
+    nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
+    if nbytes <= STEP_BUFFER_RAM:
+        return np.empty(shape, dtype=dtype)
+    return np.memmap(tempfile.TemporaryFile(prefix="edgelstm-stream-"), dtype=dtype, mode="w+", shape=shape)
 
 
 def _with_state(model, step_result, state):
