@@ -40,7 +40,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from edgelstm.errors import (DataError, ModelFileError, UnknownChoiceError, UnsupportedError,
+from edgelstm.errors import (DataError, EdgeLSTMError, ModelFileError, UnknownChoiceError, UnsupportedError,
                              UsageError)
 from edgelstm.fileio import atomic_path
 from edgelstm.manifest import MANIFEST_KEY, SCHEMA_VERSION, Manifest
@@ -405,7 +405,7 @@ def _random_data(sess_inputs, manifest: Manifest | None, n: int = 64, t: int = 2
     roles = _input_roles(sess_inputs)
     x_name = "x" if any(i.name == "x" for i in sess_inputs) else roles.get("x")
     x_in = next((i for i in sess_inputs if i.name == x_name), None)
-    if x_in is None or not isinstance(x_in.shape[2], int) or "float" not in x_in.type:
+    if x_in is None or len(x_in.shape) != 3 or not isinstance(x_in.shape[2], int) or "float" not in x_in.type:
         return None
     feeds = {x_name: rng.standard_normal((n, t, x_in.shape[2])).astype(np.float32)}
     lens_name = "lengths" if any(i.name == "lengths" for i in sess_inputs) else roles.get("lengths")
@@ -465,7 +465,7 @@ class _Reader:
 
 
 # ============================================================================ evaluation
-def _session(model_bytes_or_path, threads: int, *, safe_fp16: bool = False):
+def _session(model_bytes_or_path, threads: int, *, safe_fp16: bool = False, subject: str | None = None):
     import onnxruntime as ort
 
     so = ort.SessionOptions()
@@ -476,7 +476,13 @@ def _session(model_bytes_or_path, threads: int, *, safe_fp16: bool = False):
     so.intra_op_num_threads = threads
     so.inter_op_num_threads = 1
     so.log_severity_level = 3
-    return ort.InferenceSession(model_bytes_or_path, so, providers=["CPUExecutionProvider"])
+    try:
+        return ort.InferenceSession(model_bytes_or_path, so, providers=["CPUExecutionProvider"])
+    except Exception as e:  # noqa: BLE001 - onnxruntime's Fail / InvalidGraph / NotImplemented
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        where = subject or (model_bytes_or_path if isinstance(model_bytes_or_path, str) else "model")
+        raise ModelFileError(where, "onnxruntime cannot load this model", expected="a model onnxruntime's CPU "
+                             "provider runs", got=first[:300]) from None
 
 
 def _task_metric(task: str | None, out_ref: np.ndarray, out_q: np.ndarray, labels: np.ndarray,
@@ -648,26 +654,41 @@ def _weight_type():
 REDUCE_RANGE = True
 
 
-def _run_dynamic(src: Path, dst: Path, opts: QuantizeOptions, nodes: list[str] | None) -> None:
+@contextlib.contextmanager
+def _foreign_errors(subject: str, what: str):
+    """onnxruntime's own exceptions (Fail, InvalidGraph, IndexError deep in its quantizer...) on a
+    model it cannot take become one typed error naming the file."""
+    try:
+        yield
+    except (EdgeLSTMError, OSError, KeyboardInterrupt, MemoryError):
+        raise
+    except Exception as e:  # noqa: BLE001 - onnxruntime raises untyped errors
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise UnsupportedError(subject, f"{what} failed on this model", expected="a model onnxruntime can "
+                               "load and quantize", got=f"{type(e).__name__}: {first[:300]}") from None
+
+
+def _run_dynamic(src: Path, dst: Path, opts: QuantizeOptions, nodes: list[str] | None, subject: str = "") -> None:
     from onnxruntime.quantization import quantize_dynamic
 
     extra = {"EnableSubgraph": True, "MatMulConstBOnly": True}
     kw = {}
     if nodes is not None:
         kw = {"nodes_to_quantize": nodes, "op_types_to_quantize": ["LSTM", "MatMul"]}
-    with _quiet_root_logger():
+    with _quiet_root_logger(), _foreign_errors(subject or str(src), "onnxruntime's dynamic quantizer"):
         quantize_dynamic(str(src), str(dst), per_channel=opts.per_channel, weight_type=_weight_type(), reduce_range=REDUCE_RANGE,
                          extra_options=extra, **kw)
 
 
 def _run_static(src: Path, dst: Path, opts: QuantizeOptions, data: CalibrationData, exclude: list[str],
-                sess_inputs) -> None:
+                sess_inputs, subject: str = "") -> None:
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType
     from onnxruntime.quantization import quantize_static as _quantize_static
 
     method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
               "percentile": CalibrationMethod.Percentile}[opts.method]
-    with _quiet_root_logger(), contextlib.redirect_stdout(_LogWriter()):  # the calibrators print()
+    with _quiet_root_logger(), contextlib.redirect_stdout(_LogWriter()), \
+            _foreign_errors(subject or str(src), "onnxruntime's static quantizer"):  # the calibrators print()
         _quantize_static(
             str(src), str(dst), _Reader(data, sess_inputs, opts), quant_format=QuantFormat.QDQ,
             op_types_to_quantize=STATIC_OP_TYPES, per_channel=opts.per_channel, reduce_range=REDUCE_RANGE,
@@ -867,7 +888,7 @@ def quantize_file(model_path: str | os.PathLike, output_path: str | os.PathLike,
         raise UnsupportedError(str(src), "model is already quantized", expected="an fp32 model", got=why)
     float_model = onnx.ModelProto()
     float_model.CopyFrom(model)
-    sess_inputs = _session(float_model.SerializeToString(), opts.threads).get_inputs()
+    sess_inputs = _session(float_model.SerializeToString(), opts.threads, subject=str(src)).get_inputs()
     data = load_calibration(calibration, sess_inputs, manifest) if calibration is not None else None
     if data is not None and len(data) == 0:
         raise DataError(str(calibration), "calibration data holds no sequences", expected=">= 1", got=0)
@@ -889,16 +910,16 @@ def quantize_file(model_path: str | os.PathLike, output_path: str | os.PathLike,
                 model, recurrent_names, new_nodes = _prepare_int8(model, opts, report)
             onnx.save(model, str(stage))
             if opts.mode == "int8-dynamic":
-                _run_dynamic(stage, result, opts, None)
+                _run_dynamic(stage, result, opts, None, str(src))
             else:
                 static_out = Path(tmp) / "static.onnx"
                 # every node of the GRU rewrite and every recurrent node stays out of QDQ
                 exclude = sorted(set(new_nodes) | {n.name for n in _recurrent_nodes(model)})
                 _run_static(stage, static_out if opts.recurrent == "int8-dynamic" else result, opts, data,
-                            exclude, sess_inputs)
+                            exclude, sess_inputs, str(src))
                 if opts.recurrent == "int8-dynamic":
                     if recurrent_names:
-                        _run_dynamic(static_out, result, opts, recurrent_names)
+                        _run_dynamic(static_out, result, opts, recurrent_names, str(src))
                     else:
                         os.replace(static_out, result)
         out_model = onnx.load(str(result))

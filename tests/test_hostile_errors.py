@@ -238,3 +238,41 @@ def test_mismatched_seq2seq_pair_is_refused_at_load(capsys, tmp_path):
     code, _, err = cli(capsys, "run", a / "s.onnx", "--text", "abc")
     line = one_line(err)
     assert code == 8 and "s.encoder.onnx + s.decoder_step.onnx | the encoder's 'memory' does not fit" in line, line
+
+
+# ------------------------------------------------------------------------------ quantize, foreign files
+def _foreign(path: Path, node, opset: int = 17, ir: int | None = None, domains=()) -> Path:
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    g = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 3])],
+                          [numpy_helper.from_array(np.ones((3, 3), np.float32), "W")])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)] + [helper.make_opsetid(d, 1) for d in domains])
+    if ir:
+        m.ir_version = ir
+    onnx.save(m, str(path))
+    return path
+
+
+@pytest.mark.parametrize("case,mode,code,message", [
+    ("matmul-rank2", "fp16", 0, ""),
+    ("matmul-rank2", "int8-dynamic", 0, ""),
+    ("custom-op", "int8-dynamic", 8, "custom-op.onnx | onnxruntime cannot load this model"),
+    ("opset7", "int8-static", 8, "opset7.onnx | onnxruntime cannot load this model"),
+])
+def test_quantize_foreign_files_in_one_line(capsys, tmp_path, case, mode, code, message):
+    from onnx import helper
+
+    node = {"matmul-rank2": helper.make_node("MatMul", ["x", "W"], ["y"]),
+            "custom-op": helper.make_node("Custom", ["x"], ["y"], domain="my.domain"),
+            "opset7": helper.make_node("Relu", ["x"], ["y"])}[case]
+    src = _foreign(tmp_path / f"{case}.onnx", node, **({"opset": 7, "ir": 3} if case == "opset7" else {}),
+                   **({"domains": ["my.domain"]} if case == "custom-op" else {}))
+    np.savez(tmp_path / "cal.npz", x=np.ones((4, 3), np.float32))
+    got, out, err = cli(capsys, "quantize", src, "-o", tmp_path / "q.onnx", "--mode", mode,
+                        "--calibration", tmp_path / "cal.npz")
+    assert got == code and "Traceback" not in err, (out, err)
+    if code:
+        assert message in one_line(err), err
+        assert not (tmp_path / "q.onnx").exists()
