@@ -880,8 +880,12 @@ def quantize_file(model_path: str | os.PathLike, output_path: str | os.PathLike,
 
     from edgelstm.runtime.integrity import check_model_file, seal_problem
 
+    from edgelstm.runtime.model import Model
+
     _, src_bytes, manifest = check_model_file(src, trust_modified=trust_modified)
     sealed = seal_problem(src_bytes, str(src)) is None
+    # what run refuses, quantize refuses: the manifest's agreement with the graph, checked by the runtime
+    Model(src, src_bytes, device="cpu", threads=1, trust_modified=True)
     model = _load_model(src)
     why = _already_quantized(model, manifest)
     if why:

@@ -580,10 +580,13 @@ def bench_onnx(path: str | os.PathLike, cases: Sequence[Case], settings: Setting
     """Benchmark one ONNX file over ``cases``; one result row per case."""
     import onnxruntime as ort
 
-    from edgelstm.runtime.integrity import check_model_file
+    from edgelstm.runtime.integrity import read_model_bytes
+    from edgelstm.runtime.model import Model
 
     path = Path(path)
-    _, _, manifest = check_model_file(path, trust_modified=settings.trust_modified)
+    # the runtime's own load: the seal, the manifest's schema and its agreement with the graph,
+    # so bench refuses exactly what run refuses (one small CPU session, before the timed one)
+    manifest = Model(*read_model_bytes(path), device="cpu", threads=1, trust_modified=settings.trust_modified).manifest
     providers, provider_options = resolve_providers(settings.device)
     facts = graph_facts(path)
     so = session_options(settings.threads)
