@@ -142,13 +142,25 @@ def resolve_output(path: str | os.PathLike) -> tuple[Path, str]:
 
 
 @contextlib.contextmanager
+def _named_oserror(path: str | os.PathLike) -> Iterator[None]:
+    """An OSError without a file name (a write that hit a full disk) names the output path."""
+    try:
+        yield
+    except OSError as e:
+        if e.filename is None:
+            e.filename = str(path)
+        raise
+
+
+@contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield the path to write: a temp file beside ``path`` (followed if a symlink), renamed onto it
     only if the block succeeds; or ``path`` itself for a character device or FIFO (see the module
     docstring)."""
     target, how = resolve_output(path)
     if how == "direct":
-        yield target
+        with _named_oserror(path):
+            yield target
         return
     target.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(target)
@@ -164,7 +176,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     _register(tmp)
     tmp_path = Path(tmp)
     try:
-        yield tmp_path
+        with _named_oserror(path):
+            yield tmp_path
         os.chmod(tmp_path, file_mode())
         os.replace(tmp_path, target)
     finally:

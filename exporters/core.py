@@ -533,12 +533,14 @@ def write_models(items: list[tuple[onnx.ModelProto, str | os.PathLike]]) -> None
 
 # ------------------------------------------------------------------------------ public API
 def read_manifest(path: str | os.PathLike) -> Manifest:
-    model = onnx.load(str(path), load_external_data=False)
-    for p in model.metadata_props:
-        if p.key == MANIFEST_KEY:
-            return Manifest.from_json(p.value, source=str(path))
-    raise ExportError(str(path), "no edgelstm manifest in metadata_props", expected=f"key {MANIFEST_KEY!r}",
-                      got=[p.key for p in model.metadata_props])
+    """The manifest of an exported file, through the readers' integrity check (seal and schema)."""
+    from edgelstm.runtime.integrity import check_model_file  # noqa: PLC0415 (stdlib only)
+
+    manifest = check_model_file(path)[2]
+    if manifest is None:
+        raise ExportError(str(path), "no edgelstm manifest in metadata_props", expected=f"key {MANIFEST_KEY!r}",
+                          got="a foreign ONNX file")
+    return manifest
 
 
 class _Bare(nn.Module):

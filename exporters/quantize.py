@@ -878,14 +878,15 @@ def quantize_file(model_path: str | os.PathLike, output_path: str | os.PathLike,
 
     import onnx
 
-    from edgelstm.runtime.integrity import check_model_file, seal_problem
+    from edgelstm.runtime.integrity import read_model_bytes, seal_problem
 
     from edgelstm.runtime.model import Model
 
-    _, src_bytes, manifest = check_model_file(src, trust_modified=trust_modified)
+    # the runtime's own load (the integrity check, then the manifest against the graph): what run
+    # refuses, quantize refuses
+    src_path, src_bytes = read_model_bytes(src)
+    manifest = Model(src_path, src_bytes, device="cpu", threads=1, trust_modified=trust_modified).manifest
     sealed = seal_problem(src_bytes, str(src)) is None
-    # what run refuses, quantize refuses: the manifest's agreement with the graph, checked by the runtime
-    Model(src, src_bytes, device="cpu", threads=1, trust_modified=True)
     model = _load_model(src)
     why = _already_quantized(model, manifest)
     if why:

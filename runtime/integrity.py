@@ -7,7 +7,7 @@ onnxruntime gives a less specific message.
 **The seal.** Everything the runtime trusts is the graph (every top-level field but
 ``metadata_props``) and the manifest (the JSON under ``metadata_props["edgelstm"]``, which holds
 normalization, labels and state wiring). :func:`seal_digest` hashes both together, byte for
-byte; :func:`seal_bytes` stores that digest under ``metadata_props["edgelstm.seal"]``. Every
+byte; :func:`seal_proto` stores that digest under ``metadata_props["edgelstm.seal"]``. Every
 command that reads a model goes through ONE function, :func:`check_model_bytes` (or
 :func:`check_model_file`), which refuses (exit 8, :class:`~edgelstm.errors.ModelFileError`):
 
@@ -208,23 +208,9 @@ def seal_digest(buf: bytes, manifest_text: str) -> str:
     return SEAL_PREFIX + h.hexdigest()
 
 
-def seal_bytes(buf: bytes) -> bytes:
-    """The serialized model with its seal (graph + manifest) stored under :data:`SEAL_KEY`; an
-    older seal is replaced. Raises :class:`WireError` without a manifest."""
-    from edgelstm.manifest import MANIFEST_KEY  # noqa: PLC0415 (stdlib only)
-
-    meta, _ = metadata(buf)
-    if MANIFEST_KEY not in meta:
-        raise WireError(f"no {MANIFEST_KEY!r} entry in metadata_props to seal")
-    kept = b"".join(buf[f.start:f.end] for f in iter_fields(buf)
-                    if not (f.number == METADATA_PROPS_FIELD and _entry(buf, f)[0] == SEAL_KEY))
-    entry = _length_delimited(1, SEAL_KEY.encode()) + _length_delimited(2, seal_digest(buf, meta[MANIFEST_KEY]).encode())
-    return kept + _length_delimited(METADATA_PROPS_FIELD, entry)
-
-
 def seal_proto(model) -> None:
-    """Seal an ``onnx.ModelProto`` in place (the same digest as :func:`seal_bytes`); its manifest
-    must be set first. Duck-typed so that this module never imports onnx."""
+    """Seal an ``onnx.ModelProto`` in place with :func:`seal_digest`; its manifest must be set
+    first. Duck-typed so that this module never imports onnx."""
     from edgelstm.manifest import MANIFEST_KEY  # noqa: PLC0415
 
     for prop in list(model.metadata_props):

@@ -17,7 +17,7 @@ import numpy as np
 import onnxruntime as ort
 
 from edgelstm.errors import InputError, ManifestError, ModelFileError, UsageError
-from edgelstm.manifest import MANIFEST_KEY, Manifest
+from edgelstm.manifest import Manifest
 from edgelstm.runtime.integrity import check_model_bytes, read_model_bytes
 from edgelstm.runtime.providers import CPU, CUDA, TRT, ProviderPlan, ort_type_to_dtype, plan_providers
 
@@ -194,14 +194,6 @@ def create_session(path: Path, plan: ProviderPlan, so: ort.SessionOptions) -> or
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ModelFileError(str(path), "onnxruntime cannot load this model", expected="a valid ONNX model",
                              got=first[:400]) from None
-
-
-def read_manifest(session: ort.InferenceSession, source: str) -> Manifest | None:
-    meta = session.get_modelmeta().custom_metadata_map
-    text = meta.get(MANIFEST_KEY)
-    if text is None:
-        return None
-    return Manifest.from_json(text, source=f"{source} manifest")
 
 
 # ---------------------------------------------------------------------------------------- model

@@ -89,6 +89,15 @@ def test_character_device_is_written_directly(capsys, model, tmp_path):
     assert stat.S_ISCHR(dev.lstat().st_mode) and os.major(dev.lstat().st_rdev) == 1 and not _temps(tmp_path)
 
 
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="no /dev/full on this system")
+def test_full_device_fails_in_one_line_and_stays_a_device(capsys, model):
+    """The node the hostile pass saw replaced by a regular file (as root): now written directly,
+    so a full disk is one line (exit 2) and /dev/full is still a character device."""
+    code, _, err = _run_json(capsys, model, Path("/dev/full"))
+    assert code == 2 and err.count("\n") == 1 and "error: /dev/full | No space left on device" in err, err
+    assert stat.S_ISCHR(os.lstat("/dev/full").st_mode)
+
+
 def test_socket_path_is_refused_in_one_line(capsys, model, tmp_path):
     import socket
 

@@ -1,7 +1,6 @@
 """The torch-free runtime: loading, running, streaming, errors, providers, seq2seq."""
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
