@@ -29,7 +29,9 @@ import torch
 from torch import nn
 
 from edgelstm import __version__
-from edgelstm.errors import CheckpointError, EdgeLSTMError, RunDirExistsError, UsageError
+from edgelstm.errors import CheckpointError, EdgeLSTMError, ManifestError, RunDirExistsError, UsageError
+from edgelstm.fileio import file_mode, fix_dir_mode
+from edgelstm.manifest import check_normalization
 from edgelstm.models import ModelConfig, build_model
 
 __all__ = ["RunConfig", "save_run", "load_run", "load_weights", "sha256_file",
@@ -89,11 +91,17 @@ class RunConfig:
         if rc.family != model.family or rc.task != model.task:
             raise CheckpointError(source, "family/task disagree with the model config",
                                   expected=(model.family, model.task), got=(rc.family, rc.task))
-        norm = rc.normalization
-        if norm is not None and (not isinstance(norm, dict) or set(norm) != {"mean", "std"}
-                                 or len(norm["mean"]) != len(norm["std"])):
-            raise CheckpointError(source, "malformed normalization",
-                                  expected='{"mean": [...], "std": [...]} of equal length', got=norm)
+        labels = rc.labels
+        if labels is not None and (not isinstance(labels, list) or not all(isinstance(v, str) for v in labels)
+                                   or (model.task in ("classify", "label") and len(labels) != model.num_outputs)):
+            raise CheckpointError(source, "malformed labels", expected=f"a list of {model.num_outputs} class names "
+                                  "(one per output)", got=repr(labels)[:60])
+        if rc.normalization is not None:
+            try:
+                check_normalization(rc.normalization, source=source, features=model.input_size or None)
+            except ManifestError as e:
+                raise CheckpointError(source, f"malformed normalization: {e.problem}", expected=e.expected,
+                                      got=e.got) from None
         return rc
 
 
@@ -185,9 +193,18 @@ def save_run(run_dir: str | os.PathLike, model: nn.Module, run_config: RunConfig
     run_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{run_dir.name}.", suffix=".tmp", dir=run_dir.parent))
     try:
-        save_file(tensors, str(tmp / WEIGHTS_FILE), metadata={"format": "pt", "producer": f"edgelstm {__version__}"})
+        fix_dir_mode(tmp)  # mkdtemp makes 0700; a run directory gets the umask's mode like any other
+        try:
+            save_file(tensors, str(tmp / WEIGHTS_FILE), metadata={"format": "pt", "producer": f"edgelstm {__version__}"})
+        except OSError:
+            raise
+        except Exception as e:  # safetensors' own error type (a full disk, an unwritable folder)
+            raise CheckpointError(str(run_dir / WEIGHTS_FILE), "cannot write the weights", expected="a writable folder "
+                                  "with free space", got=str(e).splitlines()[0][:200] if str(e) else type(e).__name__) from None
         (tmp / CONFIG_FILE).write_text(config_text, encoding="utf-8")
         (tmp / METRICS_FILE).write_text(metrics_text, encoding="utf-8")
+        for f in tmp.iterdir():  # safetensors writes 0600: every file gets the umask's mode
+            os.chmod(f, file_mode())
         if run_dir.exists():
             if _is_empty_dir(run_dir):
                 run_dir.rmdir()

@@ -26,12 +26,9 @@ from edgelstm.errors import DataError, EdgeLSTMError, UnsupportedError
 
 
 def read_npz(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
-    except (OSError, ValueError) as e:
-        raise DataError(str(path), "cannot read the .npz", expected="an .npz with x [N, T, F]",
-                        got=str(e)[:200]) from None
+    from edgelstm.data.readers import load_arrays  # torch-free: refuses truncated, pickled, complex arrays
+
+    arrays = load_arrays(path)
     if "x" not in arrays:
         raise DataError(str(path), "no array named 'x'", expected="x [N, T, F]", got=sorted(arrays))
     return arrays["x"], arrays.get("lengths")

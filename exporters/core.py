@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from edgelstm.errors import EdgeLSTMError as EdgeLSTMErrorTypes
-from edgelstm.errors import ExportError, ModelDefinitionError, UsageError
+from edgelstm.errors import ExportError, ManifestError, ModelDefinitionError, ModelFileError, UsageError
 from edgelstm.exporters import checks, graph as graph_mod
 from edgelstm.exporters.recurrent import (RecurrentLayer, describe, find_cells, find_recurrent,
                                           proxies_installed, recurrent_kind, _session)
@@ -469,7 +469,11 @@ def _complete_manifest(plan: GraphPlan, output_axes, ref, opset: int, model: onn
         shape = [axes.get(i, int(n)) for i, n in enumerate(arr.shape)]
         m.outputs.append(TensorSpec(name, str(arr.dtype), shape, plan.output_meanings.get(name, "")))
     m.producer = producer_versions()
-    m.validate(source="export")
+    try:
+        m.validate(source="export")
+    except ManifestError as e:  # what would be written fails the schema every reader checks
+        raise ExportError(e.subject, f"the manifest to be written is invalid: {e.problem}", expected=e.expected,
+                          got=e.got) from None
     return m
 
 
@@ -483,18 +487,28 @@ def producer_versions() -> dict[str, str]:
 
 
 def _seal(model: onnx.ModelProto, manifest: Manifest, subject: str) -> bytes:
-    """Store the graph digest (every top-level field but metadata_props) in the manifest, so the
-    runtime detects weights or nodes edited after export; returns the final bytes."""
-    from edgelstm.runtime.integrity import DIGEST_KEY, graph_digest  # noqa: PLC0415 (stdlib only)
+    """Seal the graph and the manifest together (see :mod:`edgelstm.runtime.integrity`), so the
+    runtime detects weights, nodes or manifest fields edited after export; returns the final bytes,
+    checked by the runtime's own integrity check (seal and manifest schema)."""
+    from edgelstm.runtime.integrity import seal_proto  # noqa: PLC0415 (stdlib only)
 
-    digest = graph_digest(model.SerializeToString())
-    manifest.extra[DIGEST_KEY] = digest
+    manifest.extra.pop("graph_sha256", None)  # schema 1's graph-only digest
     _set_manifest(model, manifest)
+    seal_proto(model)
     data = model.SerializeToString()
-    if graph_digest(data) != digest:  # serialization must not depend on the manifest
-        raise ExportError(subject, "graph digest changed when the manifest was written", expected=digest,
-                          got=graph_digest(data))
+    check_written(data, subject)
     return data
+
+
+def check_written(data: bytes, subject: str) -> None:
+    """What export and quantize are about to write passes the check every reader runs."""
+    from edgelstm.runtime.integrity import check_model_bytes  # noqa: PLC0415
+
+    try:
+        check_model_bytes(data, subject)
+    except (ModelFileError, ManifestError) as e:
+        raise ExportError(subject, "the file to be written fails the runtime's own integrity check",
+                          expected="a sealed file with a valid manifest", got=str(e)) from None
 
 
 def _set_manifest(model: onnx.ModelProto, manifest: Manifest) -> None:
@@ -514,16 +528,19 @@ def write_models(items: list[tuple[onnx.ModelProto, str | os.PathLike]]) -> None
         for model, path in items:
             tmp = stack.enter_context(atomic_path(path))
             onnx.save_model(model, str(tmp))
+            check_written(tmp.read_bytes(), str(path))
 
 
 # ------------------------------------------------------------------------------ public API
 def read_manifest(path: str | os.PathLike) -> Manifest:
-    model = onnx.load(str(path), load_external_data=False)
-    for p in model.metadata_props:
-        if p.key == MANIFEST_KEY:
-            return Manifest.from_json(p.value, source=str(path))
-    raise ExportError(str(path), "no edgelstm manifest in metadata_props", expected=f"key {MANIFEST_KEY!r}",
-                      got=[p.key for p in model.metadata_props])
+    """The manifest of an exported file, through the readers' integrity check (seal and schema)."""
+    from edgelstm.runtime.integrity import check_model_file  # noqa: PLC0415 (stdlib only)
+
+    manifest = check_model_file(path)[2]
+    if manifest is None:
+        raise ExportError(str(path), "no edgelstm manifest in metadata_props", expected=f"key {MANIFEST_KEY!r}",
+                          got="a foreign ONNX file")
+    return manifest
 
 
 class _Bare(nn.Module):

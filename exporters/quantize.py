@@ -40,11 +40,11 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from edgelstm.errors import (DataError, ModelFileError, UnknownChoiceError, UnsupportedError,
+from edgelstm.errors import (DataError, EdgeLSTMError, ModelFileError, UnknownChoiceError, UnsupportedError,
                              UsageError)
 from edgelstm.exporters.int8_plan import Int8Decision, plan_int8
 from edgelstm.fileio import atomic_path
-from edgelstm.manifest import MANIFEST_KEY, Manifest
+from edgelstm.manifest import MANIFEST_KEY, SCHEMA_VERSION, Manifest
 
 log = logging.getLogger(__name__)
 
@@ -218,13 +218,6 @@ def _load_model(path: Path):
     return model
 
 
-def _read_manifest(model, source: str) -> Manifest | None:
-    for p in model.metadata_props:
-        if p.key == MANIFEST_KEY:
-            return Manifest.from_json(p.value, source=source)
-    return None
-
-
 def _set_manifest(model, manifest: Manifest) -> None:
     for p in model.metadata_props:
         if p.key == MANIFEST_KEY:
@@ -307,12 +300,9 @@ def load_calibration(path: str | os.PathLike, sess_inputs, manifest: Manifest | 
                         got="no such path")
     if p.is_dir():
         return _load_run_dir(p, sess_inputs, manifest)
-    try:
-        with np.load(p, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
-    except Exception as e:  # zipfile / pickle refusals / bad headers
-        raise DataError(str(p), "cannot read calibration data", expected="an .npz written by numpy.savez",
-                        got=f"{type(e).__name__}: {e}") from None
+    from edgelstm.data.readers import load_arrays
+
+    arrays = load_arrays(p)  # refuses pickles, complex / text arrays, truncated archives
     return _feeds_from_arrays(arrays, sess_inputs, source=p.name)
 
 
@@ -423,7 +413,7 @@ def _random_data(sess_inputs, manifest: Manifest | None, n: int = 64, t: int = 2
     roles = _input_roles(sess_inputs)
     x_name = "x" if any(i.name == "x" for i in sess_inputs) else roles.get("x")
     x_in = next((i for i in sess_inputs if i.name == x_name), None)
-    if x_in is None or not isinstance(x_in.shape[2], int) or "float" not in x_in.type:
+    if x_in is None or len(x_in.shape) != 3 or not isinstance(x_in.shape[2], int) or "float" not in x_in.type:
         return None
     feeds = {x_name: rng.standard_normal((n, t, x_in.shape[2])).astype(np.float32)}
     lens_name = "lengths" if any(i.name == "lengths" for i in sess_inputs) else roles.get("lengths")
@@ -483,7 +473,7 @@ class _Reader:
 
 
 # ============================================================================ evaluation
-def _session(model_bytes_or_path, threads: int, *, safe_fp16: bool = False):
+def _session(model_bytes_or_path, threads: int, *, safe_fp16: bool = False, subject: str | None = None):
     import onnxruntime as ort
 
     so = ort.SessionOptions()
@@ -494,7 +484,13 @@ def _session(model_bytes_or_path, threads: int, *, safe_fp16: bool = False):
     so.intra_op_num_threads = threads
     so.inter_op_num_threads = 1
     so.log_severity_level = 3
-    return ort.InferenceSession(model_bytes_or_path, so, providers=["CPUExecutionProvider"])
+    try:
+        return ort.InferenceSession(model_bytes_or_path, so, providers=["CPUExecutionProvider"])
+    except Exception as e:  # noqa: BLE001 - onnxruntime's Fail / InvalidGraph / NotImplemented
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        where = subject or (model_bytes_or_path if isinstance(model_bytes_or_path, str) else "model")
+        raise ModelFileError(where, "onnxruntime cannot load this model", expected="a model onnxruntime's CPU "
+                             "provider runs", got=first[:300]) from None
 
 
 def _task_metric(task: str | None, out_ref: np.ndarray, out_q: np.ndarray, labels: np.ndarray,
@@ -666,26 +662,41 @@ def _weight_type():
 REDUCE_RANGE = True
 
 
-def _run_dynamic(src: Path, dst: Path, opts: QuantizeOptions, nodes: list[str] | None) -> None:
+@contextlib.contextmanager
+def _foreign_errors(subject: str, what: str):
+    """onnxruntime's own exceptions (Fail, InvalidGraph, IndexError deep in its quantizer...) on a
+    model it cannot take become one typed error naming the file."""
+    try:
+        yield
+    except (EdgeLSTMError, OSError, KeyboardInterrupt, MemoryError):
+        raise
+    except Exception as e:  # noqa: BLE001 - onnxruntime raises untyped errors
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise UnsupportedError(subject, f"{what} failed on this model", expected="a model onnxruntime can "
+                               "load and quantize", got=f"{type(e).__name__}: {first[:300]}") from None
+
+
+def _run_dynamic(src: Path, dst: Path, opts: QuantizeOptions, nodes: list[str] | None, subject: str = "") -> None:
     from onnxruntime.quantization import quantize_dynamic
 
     extra = {"EnableSubgraph": True, "MatMulConstBOnly": True}
     kw = {}
     if nodes is not None:
         kw = {"nodes_to_quantize": nodes, "op_types_to_quantize": ["LSTM", "MatMul", "Conv", "Gather"]}
-    with _quiet_root_logger():
+    with _quiet_root_logger(), _foreign_errors(subject or str(src), "onnxruntime's dynamic quantizer"):
         quantize_dynamic(str(src), str(dst), per_channel=opts.per_channel, weight_type=_weight_type(), reduce_range=REDUCE_RANGE,
                          extra_options=extra, **kw)
 
 
 def _run_static(src: Path, dst: Path, opts: QuantizeOptions, data: CalibrationData, exclude: list[str],
-                sess_inputs) -> None:
+                sess_inputs, subject: str = "") -> None:
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType
     from onnxruntime.quantization import quantize_static as _quantize_static
 
     method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
               "percentile": CalibrationMethod.Percentile}[opts.method]
-    with _quiet_root_logger(), contextlib.redirect_stdout(_LogWriter()):  # the calibrators print()
+    with _quiet_root_logger(), contextlib.redirect_stdout(_LogWriter()), \
+            _foreign_errors(subject or str(src), "onnxruntime's static quantizer"):  # the calibrators print()
         _quantize_static(
             str(src), str(dst), _Reader(data, sess_inputs, opts), quant_format=QuantFormat.QDQ,
             op_types_to_quantize=STATIC_OP_TYPES, per_channel=opts.per_channel, reduce_range=REDUCE_RANGE,
@@ -843,7 +854,7 @@ def quantize_file(model_path: str | os.PathLike, output_path: str | os.PathLike,
                   *, companions: dict[str, str] | None = None, calibration: str | os.PathLike | None = None, per_channel: bool = False, method: str | None = None,
              target: str = "cpu", keep_io_types: bool | None = None, recurrent: str | None = None,
              gru: str = "int8", calibration_samples: int = 512, threads: int = 1, evaluate_error: bool = True,
-             overwrite: bool = True, force_int8: bool = False) -> QuantizeReport:
+             overwrite: bool = True, force_int8: bool = False, trust_modified: bool = False) -> QuantizeReport:
     """Quantize ``model_path`` into ``output_path`` and measure the error against the float model.
 
     ``mode`` is a mode name or a full :class:`QuantizeOptions` (then the keyword options are not
@@ -851,6 +862,9 @@ def quantize_file(model_path: str | os.PathLike, output_path: str | os.PathLike,
     anything is read), :class:`ModelFileError` for a missing or non-ONNX input,
     :class:`DataError` for unreadable calibration data, :class:`UnsupportedError` for a model the
     mode cannot take (already quantized, GRU options the rewrite cannot keep...).
+    The input goes through the runtime's integrity check (seal and manifest schema); with
+    ``trust_modified`` a file that fails the seal check is quantized but its output is left
+    unsealed, so it is refused as modified in turn: quantize never re-seals a modified file.
     """
     if isinstance(mode, QuantizeOptions):
         opts = mode
@@ -872,14 +886,22 @@ def quantize_file(model_path: str | os.PathLike, output_path: str | os.PathLike,
 
     import onnx
 
+    from edgelstm.runtime.integrity import read_model_bytes, seal_problem
+
+    from edgelstm.runtime.model import Model
+
+    # the runtime's own load (the integrity check, then the manifest against the graph): what run
+    # refuses, quantize refuses
+    src_path, src_bytes = read_model_bytes(src)
+    manifest = Model(src_path, src_bytes, device="cpu", threads=1, trust_modified=trust_modified).manifest
+    sealed = seal_problem(src_bytes, str(src)) is None
     model = _load_model(src)
-    manifest = _read_manifest(model, str(src))
     why = _already_quantized(model, manifest)
     if why:
         raise UnsupportedError(str(src), "model is already quantized", expected="an fp32 model", got=why)
     float_model = onnx.ModelProto()
     float_model.CopyFrom(model)
-    sess_inputs = _session(float_model.SerializeToString(), opts.threads).get_inputs()
+    sess_inputs = _session(float_model.SerializeToString(), opts.threads, subject=str(src)).get_inputs()
     data = load_calibration(calibration, sess_inputs, manifest) if calibration is not None else None
     if data is not None and len(data) == 0:
         raise DataError(str(calibration), "calibration data holds no sequences", expected=">= 1", got=0)
@@ -913,22 +935,23 @@ def quantize_file(model_path: str | os.PathLike, output_path: str | os.PathLike,
             onnx.save(model, str(stage))
             other = sorted(paying - {n.name for n in _recurrent_nodes(model)} - set(report.gru_rewritten))
             if opts.mode == "int8-dynamic":
-                _run_dynamic(stage, result, opts, recurrent_names + other)
+                _run_dynamic(stage, result, opts, recurrent_names + other, str(src))
             else:
                 static_out = Path(tmp) / "static.onnx"
                 # every node of the GRU rewrite, every recurrent node and every node int8 does not
                 # pay for stays out of QDQ
                 exclude = sorted(set(new_nodes) | {n.name for n in _recurrent_nodes(model)}
                                  | {d.node for d in decisions if not d.int8})
-                _run_static(stage, static_out if recurrent_names else result, opts, data, exclude, sess_inputs)
+                _run_static(stage, static_out if recurrent_names else result, opts, data, exclude, sess_inputs,
+                            str(src))
                 if recurrent_names:
-                    _run_dynamic(static_out, result, opts, recurrent_names)
+                    _run_dynamic(static_out, result, opts, recurrent_names, str(src))
         out_model = onnx.load(str(result))
         if report.gru_rewritten:  # the quantizer sorts by explicit inputs; the GRU If reads the outer scope
             from edgelstm.exporters.gru_int8 import finish_quantized
 
             finish_quantized(out_model)
-        _finish_manifest(out_model, manifest, opts, report, data, companions)
+        _finish_manifest(out_model, manifest, opts, report, data, companions, seal=sealed)
         report.ops_after = _op_counts(out_model)
         # the file to evaluate must be the file we ship: write it, evaluate, then publish
         final = Path(tmp) / "final.onnx"
@@ -948,6 +971,10 @@ def quantize_file(model_path: str | os.PathLike, output_path: str | os.PathLike,
                     report.notes.append("error measured on the CPU provider (fp16 kernels differ on GPU)")
                 report.errors, report.metric, report.samples = evaluate(
                     float_model, final, eval_data, opts, task=manifest.task if manifest else None)
+        if sealed and manifest is not None:  # what is shipped passes the check every reader runs
+            from edgelstm.runtime.integrity import check_model_bytes
+
+            check_model_bytes(final.read_bytes(), str(dst))
         with atomic_path(dst) as out_tmp:  # temp name beside dst, renamed onto it on success
             shutil.copyfile(final, out_tmp)
         report.size_after = dst.stat().st_size
@@ -956,7 +983,8 @@ def quantize_file(model_path: str | os.PathLike, output_path: str | os.PathLike,
 
 
 def _finish_manifest(out_model, manifest: Manifest | None, opts: QuantizeOptions, report: QuantizeReport,
-                     data: CalibrationData | None, companions: dict[str, str] | None = None) -> None:
+                     data: CalibrationData | None, companions: dict[str, str] | None = None, *,
+                     seal: bool = True) -> None:
     if manifest is None:
         report.notes.append("input has no edgelstm manifest; the output has none either")
         return
@@ -983,15 +1011,23 @@ def _finish_manifest(out_model, manifest: Manifest | None, opts: QuantizeOptions
         info["calibration"] = {"source": data.source, "samples": min(len(data), opts.calibration_samples)}
     import onnxruntime
 
-    from edgelstm.runtime.integrity import DIGEST_KEY, graph_digest  # stdlib only
+    from edgelstm.runtime.integrity import DIGEST_KEY, SEAL_KEY, seal_proto  # stdlib only
 
-    m.extra = {**m.extra, "quantization": info}
+    m.extra = {k: v for k, v in m.extra.items() if k != DIGEST_KEY}
+    m.extra["quantization"] = info
     if companions is not None:
         m.companions = dict(companions)
-    # The graph changed: re-seal it, or the runtime would (rightly) call the file tampered.
-    m.extra[DIGEST_KEY] = graph_digest(out_model.SerializeToString())
     m.producer = {**m.producer, "onnxruntime": onnxruntime.__version__}
+    m.schema_version = SCHEMA_VERSION
+    m.validate(source=report.output)
     _set_manifest(out_model, m)
+    out_model.producer_name = "edgelstm"
+    if seal:  # the graph changed: re-seal it, or the runtime would (rightly) call the file modified
+        seal_proto(out_model)
+    else:
+        for prop in [p for p in out_model.metadata_props if p.key == SEAL_KEY]:
+            out_model.metadata_props.remove(prop)
+        report.notes.append("the input failed the seal check (--trust-modified): the output is not sealed")
 
 
 __all__ = ["MODES", "CALIBRATION_METHODS", "TARGETS", "QuantizeOptions", "QuantizeReport", "OutputError",

@@ -36,7 +36,7 @@ __all__ = ["load", "Model", "Seq2SeqModel", "Stream", "StreamGroup", "RunResult"
 
 def load(path: str | os.PathLike, device: str | Sequence[str] = "auto", threads: int | None = None,
          fallback: bool = True, provider_options: dict[str, dict[str, Any]] | None = None, *,
-         nan: str = "raise", optimization: str = "all") -> Model | Seq2SeqModel:
+         nan: str = "raise", optimization: str = "all", trust_modified: bool = False) -> Model | Seq2SeqModel:
     """Load an exported model (or any ONNX file) and create its onnxruntime session(s).
 
     ``device``: ``auto``, ``cpu``, ``cuda``, ``tensorrt``, ``arm``, ``coreml``, ``nnapi``, ``qnn``,
@@ -45,6 +45,8 @@ def load(path: str | os.PathLike, device: str | Sequence[str] = "auto", threads:
     fallback a warning names the providers used. ``threads``: intra-op threads (None = onnxruntime's
     default). ``provider_options``: provider name -> options (override the defaults, e.g. the
     TensorRT engine cache path). ``nan``: ``"raise"`` (default) or ``"pass"`` for NaN/Inf inputs.
+    ``trust_modified``: load a file whose seal (graph + manifest) is missing or does not match,
+    with a warning (the manifest is still validated); see :mod:`edgelstm.runtime.integrity`.
 
     A seq2seq export loads from either of its files, or from the stem ``X.onnx`` when only
     ``X.encoder.onnx`` and ``X.decoder_step.onnx`` exist; it returns a :class:`Seq2SeqModel`.
@@ -52,7 +54,7 @@ def load(path: str | os.PathLike, device: str | Sequence[str] = "auto", threads:
     p = Path(path)
     pair = companion_paths(p)
     kwargs = dict(device=device, threads=threads, fallback=fallback, provider_options=provider_options,
-                  nan=nan, optimization=optimization)
+                  nan=nan, optimization=optimization, trust_modified=trust_modified)
     if pair is None and not p.exists():
         raise ModelFileError(str(p), "model file not found", expected="an existing .onnx file (or, for seq2seq, "
                              "X.encoder.onnx and X.decoder_step.onnx)", got="no such file")
@@ -89,3 +91,32 @@ def _check_roles(enc: Model, dec: Model) -> None:
         got = m.manifest.graph if m.manifest else None
         if m.manifest is not None and got != role:
             raise ManifestError(f"{m.path} manifest", "wrong graph role for this file", expected=role, got=got)
+    _check_pair(enc, dec)
+
+
+def _check_pair(enc: Model, dec: Model) -> None:
+    """The two files are one export: what the encoder hands over fits what the decoder step takes,
+    and both manifests agree on the vocabulary (otherwise decoding fails midway, or decodes garbage)."""
+    subject = f"{enc.path.name} + {dec.path.name}"
+    for out, inp in (("memory", "memory"), ("h_out", "h_in"), ("c_out", "c_in")):
+        a, b = enc._out.get(out), dec._in.get(inp)
+        if a is None or b is None:
+            continue
+        clash = a.rank != b.rank or any(isinstance(x, int) and isinstance(y, int) and x > 0 and y > 0 and x != y
+                                        for x, y in zip(a.shape, b.shape))
+        if clash or a.dtype != b.dtype:
+            raise ManifestError(subject, f"the encoder's {out!r} does not fit the decoder step's {inp!r} "
+                                "(files of two different exports?)", expected=f"{b.dtype.name} {list(b.shape)}",
+                                got=f"{a.dtype.name} {list(a.shape)}")
+    me, md = enc.manifest, dec.manifest
+    if me is not None and md is not None:
+        for field in ("vocab", "special_tokens", "hidden_size"):
+            if getattr(me, field) != getattr(md, field):
+                raise ManifestError(subject, f"encoder and decoder step disagree on {field} "
+                                    "(files of two different exports?)", expected=_short(getattr(me, field)),
+                                    got=_short(getattr(md, field)))
+
+
+def _short(v: Any) -> str:
+    r = repr(v)
+    return r if len(r) <= 60 else r[:57] + "..."

@@ -56,7 +56,7 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 
 from edgelstm.errors import InputError, ManifestError, ModelFileError, UnknownChoiceError, UsageError
-from edgelstm.manifest import MANIFEST_KEY, Manifest
+from edgelstm.manifest import Manifest
 from edgelstm.runtime.integrity import iter_values, read_varint
 
 log = logging.getLogger(__name__)
@@ -440,15 +440,6 @@ def session_options(threads: int | None):
     return so
 
 
-def read_manifest(session, source: str) -> Manifest | None:
-    """The manifest stored in the model's metadata, or None for a foreign ONNX file."""
-    meta = session.get_modelmeta().custom_metadata_map
-    text = meta.get(MANIFEST_KEY)
-    if text is None:
-        return None
-    return Manifest.from_json(text, source=source)
-
-
 def state_pairs(session, manifest: Manifest | None) -> list[tuple[str, str]]:
     """(input, output) names of the recurrent state: from the manifest, else ``*_in`` -> ``*_out``."""
     if manifest is not None and manifest.states:
@@ -531,6 +522,11 @@ class Case:
         return f"{self.mode}/b{self.batch}/t{self.time}"
 
 
+MAX_THREADS = 1024          # beyond this onnxruntime spends minutes creating threads
+MAX_RUNS = 10_000_000
+MAX_DURATION_S = 24 * 3600.0
+
+
 @dataclass
 class Settings:
     warmup: int = 10
@@ -540,10 +536,19 @@ class Settings:
     device: str = "cpu"
     floor: bool = True
     seed: int = 0
+    trust_modified: bool = False  # load files whose seal fails (see edgelstm.runtime.integrity)
 
     def __post_init__(self) -> None:
         if self.threads is not None and self.threads < 1:
             raise UsageError("--threads", "must be at least 1", expected=">= 1", got=self.threads)
+        if self.threads is not None and self.threads > MAX_THREADS:
+            raise UsageError("--threads", "too many threads", expected=f"<= {MAX_THREADS}", got=self.threads)
+        if self.warmup > MAX_RUNS or (self.runs is not None and self.runs > MAX_RUNS):
+            raise UsageError("--warmup/--runs", "too many calls", expected=f"<= {MAX_RUNS}",
+                             got=max(self.warmup, self.runs or 0))
+        if self.duration is not None and not self.duration <= MAX_DURATION_S:
+            raise UsageError("--duration", "must be finite seconds", expected=f"0 < seconds <= {MAX_DURATION_S}",
+                             got=self.duration)
         if self.warmup < 0:
             raise UsageError("--warmup", "must not be negative", expected=">= 0", got=self.warmup)
         if self.runs is not None and self.duration is not None:
@@ -581,9 +586,13 @@ def bench_onnx(path: str | os.PathLike, cases: Sequence[Case], settings: Setting
     """Benchmark one ONNX file over ``cases``; one result row per case."""
     import onnxruntime as ort
 
+    from edgelstm.runtime.integrity import read_model_bytes
+    from edgelstm.runtime.model import Model
+
     path = Path(path)
-    if not path.is_file():
-        raise ModelFileError(str(path), "model file not found", expected="an existing .onnx file", got=str(path))
+    # the runtime's own load: the seal, the manifest's schema and its agreement with the graph,
+    # so bench refuses exactly what run refuses (one small CPU session, before the timed one)
+    manifest = Model(*read_model_bytes(path), device="cpu", threads=1, trust_modified=settings.trust_modified).manifest
     providers, provider_options = resolve_providers(settings.device)
     facts = graph_facts(path)
     so = session_options(settings.threads)
@@ -595,7 +604,6 @@ def bench_onnx(path: str | os.PathLike, cases: Sequence[Case], settings: Setting
     except Exception as e:  # noqa: BLE001 - onnxruntime raises its own exception types
         raise ModelFileError(str(path), "onnxruntime cannot load the model", got=str(e).splitlines()[0]) from None
     create_s = time.perf_counter() - t0
-    manifest = read_manifest(sess, str(path))
     pairs = state_pairs(sess, manifest)
     out_names = [o.name for o in sess.get_outputs()]
     out_index = {n: i for i, n in enumerate(out_names)}
@@ -686,7 +694,8 @@ def bench_runtime(path: str | os.PathLike, cases: Sequence[Case], settings: Sett
     facts = graph_facts(path)
     rss0 = _rss_mb()
     t0 = time.perf_counter()
-    loaded = runtime.load(path, device=settings.device, threads=settings.threads, fallback=False)
+    loaded = runtime.load(path, device=settings.device, threads=settings.threads, fallback=False,
+                          trust_modified=settings.trust_modified)
     create_s = time.perf_counter() - t0
     role = "model"
     if isinstance(loaded, runtime.Seq2SeqModel):
@@ -867,18 +876,56 @@ def load_report(path: str | os.PathLike) -> dict[str, Any]:
     """Read and check a bench JSON file (schema ``edgelstm.bench/1``)."""
     path = Path(path)
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(path.read_text(encoding="utf-8"))
     except OSError as e:
         raise UsageError(str(path), "cannot read the benchmark file", got=e.strerror) from None
-    except json.JSONDecodeError as e:
-        raise ManifestError(str(path), "benchmark file is not valid JSON", expected=SCHEMA, got=str(e)) from None
+    except (ValueError, RecursionError) as e:  # JSONDecodeError, UnicodeDecodeError, nesting
+        raise ManifestError(str(path), "benchmark file is not valid JSON", expected=SCHEMA,
+                            got=str(e)[:200] or type(e).__name__) from None
     if not isinstance(data, dict) or data.get("schema") != SCHEMA:
         got = data.get("schema") if isinstance(data, dict) else type(data).__name__
         raise ManifestError(str(path), "not an edgelstm benchmark result", expected=f"schema {SCHEMA!r}", got=got)
     for key in ("environment", "results"):
         if key not in data:
             raise ManifestError(str(path), f"benchmark file lacks {key!r}", expected=SCHEMA, got=sorted(data))
+    _check_report_types(data, str(path))
     return data
+
+
+def _check_report_types(data: dict[str, Any], source: str) -> None:
+    """The fields the tables read have the types they need (a hand-edited file fails here, in one line)."""
+    def bad(where: str, expected: str, got: Any) -> ManifestError:
+        return ManifestError(source, f"malformed benchmark field {where}", expected=expected, got=repr(got)[:60])
+
+    def number(v: Any) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+    if not isinstance(data["environment"], dict):
+        raise bad("'environment'", "an object", data["environment"])
+    if not isinstance(data["results"], list):
+        raise bad("'results'", "a list", data["results"])
+    for i, r in enumerate(data["results"]):
+        if not isinstance(r, dict):
+            raise bad(f"results[{i}]", "an object", r)
+        if not isinstance(r.get("mode"), str):
+            raise bad(f"results[{i}].mode", "a string", r.get("mode"))
+        for k in ("batch", "time"):
+            if not isinstance(r.get(k), int) or isinstance(r.get(k), bool):
+                raise bad(f"results[{i}].{k}", "an integer", r.get(k))
+        lat = r.get("latency_s")
+        if not isinstance(lat, dict):
+            raise bad(f"results[{i}].latency_s", "an object", lat)
+        for k in ("n", "p50", "p90", "p99", "min", "max", "jitter"):
+            if not number(lat.get(k)):
+                raise bad(f"results[{i}].latency_s.{k}", "a number", lat.get(k))
+        for k in ("steps_per_s", "sequences_per_s", "rtf", "session_create_s", "first_inference_s", "file_bytes",
+                  "parameters", "rss_peak_mb", "x_floor", "speedup_vs_baseline", "file_size_vs_baseline",
+                  "speedup_vs_torch"):
+            if r.get(k) is not None and not number(r[k]):
+                raise bad(f"results[{i}].{k}", "a number or null", r[k])
+        if r.get("floor") is not None and not (isinstance(r["floor"], dict)
+                                               and (r["floor"].get("floor_s") is None or number(r["floor"]["floor_s"]))):
+            raise bad(f"results[{i}].floor", "an object with a number floor_s", r["floor"])
 
 
 def _fmt(v: Any, spec: str = ".3g") -> str:

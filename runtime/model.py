@@ -17,8 +17,8 @@ import numpy as np
 import onnxruntime as ort
 
 from edgelstm.errors import InputError, ManifestError, ModelFileError, UsageError
-from edgelstm.manifest import MANIFEST_KEY, Manifest
-from edgelstm.runtime.integrity import DIGEST_KEY, WireError, graph_digest, scan_model
+from edgelstm.manifest import Manifest
+from edgelstm.runtime.integrity import check_model_bytes, read_model_bytes
 from edgelstm.runtime.providers import CPU, CUDA, TRT, ProviderPlan, ort_type_to_dtype, plan_providers
 
 log = logging.getLogger("edgelstm.runtime")
@@ -145,22 +145,7 @@ class RunResult:
 # ---------------------------------------------------------------------------------------- loading
 def read_model_file(path: str | os.PathLike) -> tuple[Path, bytes]:
     """Read and structurally check an ONNX file; raise :class:`ModelFileError` if it is not one."""
-    p = Path(path)
-    if not p.exists():
-        raise ModelFileError(str(p), "model file not found", expected="an existing .onnx file", got="no such file")
-    if p.is_dir():
-        raise ModelFileError(str(p), "model path is a directory", expected="an .onnx file", got="a directory")
-    data = p.read_bytes()
-    if not data:
-        raise ModelFileError(str(p), "model file is empty", expected="an ONNX protobuf", got="0 bytes")
-    try:
-        scan_model(data)
-    except WireError as e:
-        kind = "truncated or corrupt" if "more bytes than the file has" in str(e) or "past the end" in str(e) \
-            else "not an ONNX model"
-        raise ModelFileError(str(p), f"model file is {kind}", expected="an ONNX ModelProto",
-                             got=f"{e} ({len(data)} bytes)") from None
-    return p, data
+    return read_model_bytes(path)
 
 
 def session_options(threads: int | None = None, *, inter_threads: int | None = None,
@@ -211,14 +196,6 @@ def create_session(path: Path, plan: ProviderPlan, so: ort.SessionOptions) -> or
                              got=first[:400]) from None
 
 
-def read_manifest(session: ort.InferenceSession, source: str) -> Manifest | None:
-    meta = session.get_modelmeta().custom_metadata_map
-    text = meta.get(MANIFEST_KEY)
-    if text is None:
-        return None
-    return Manifest.from_json(text, source=f"{source} manifest")
-
-
 # ---------------------------------------------------------------------------------------- model
 class Model:
     """A loaded model: use :meth:`run` for whole sequences, :meth:`stream` for step-by-step input.
@@ -231,11 +208,13 @@ class Model:
     def __init__(self, path: Path, data: bytes, *, device: str | Sequence[str] = "auto",
                  threads: int | None = None, fallback: bool = True,
                  provider_options: dict[str, dict[str, Any]] | None = None, nan: str = "raise",
-                 optimization: str = "all"):
+                 optimization: str = "all", trust_modified: bool = False):
         if nan not in NAN_MODES:
             raise UsageError("nan", "unknown NaN/Inf policy", expected=list(NAN_MODES), got=nan)
         threads = check_threads(threads)
         self.path = path
+        # the seal and the manifest's schema are checked before onnxruntime parses the file
+        self.manifest = check_model_bytes(data, str(path), trust_modified=trust_modified)
         self.nan = nan
         self.threads = threads
         self._plan = plan_providers(device, fallback=fallback, provider_options=provider_options)
@@ -247,9 +226,7 @@ class Model:
         self.outputs = _io_specs(self.session.get_outputs())
         self._in = {s.name: s for s in self.inputs}
         self._out = {s.name: s for s in self.outputs}
-        self.manifest = read_manifest(self.session, str(path))
         if self.manifest is not None:
-            self._check_digest(data)
             self._from_manifest(self.manifest)
         else:
             self._infer_layout()
@@ -264,12 +241,6 @@ class Model:
             if not fallback:
                 raise _unavailable(primary, self.providers, "could not be initialised (missing libraries?)")
             log.warning("%s could not be initialised; running on %s", primary, self.providers)
-
-    def _check_digest(self, data: bytes) -> None:
-        want = self.manifest.extra.get(DIGEST_KEY)
-        if want and graph_digest(data) != want:
-            raise ModelFileError(str(self.path), "model bytes do not match the manifest's graph digest "
-                                 "(tampered or edited after export)", expected=want, got=graph_digest(data))
 
     def _from_manifest(self, m: Manifest) -> None:
         src = f"{self.path} manifest"

@@ -107,6 +107,10 @@ def plan_providers(device: str | Sequence[str] = "auto", *, fallback: bool = Tru
     provider is unavailable and ``fallback`` is False.
     """
     avail = list(ort.get_available_providers() if available is None else available)
+    if not isinstance(device, str) and not (isinstance(device, (list, tuple))
+                                            and all(isinstance(d, str) for d in device)):
+        raise UnknownChoiceError("device", "wrong type", expected="a device name or a list of provider names",
+                                 got=type(device).__name__)
     if isinstance(device, str):
         key = device.strip().lower()
         if "," in key:
@@ -122,7 +126,7 @@ def plan_providers(device: str | Sequence[str] = "auto", *, fallback: bool = Tru
             raise UnknownChoiceError("device", "unknown device", expected=list(DEVICES) + ["an onnxruntime provider name"],
                                      got=device)
     else:
-        names = list(device)
+        names = [n.strip() for n in device if n.strip()]
         if not names:
             raise UnknownChoiceError("device", "empty provider list", expected="at least one provider name", got=names)
         expanded: list[str] = []

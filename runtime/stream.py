@@ -130,16 +130,9 @@ class Stream:
         return path
 
     def load_state(self, path: str | Path) -> None:
-        from edgelstm.errors import DataError
+        from edgelstm.data.readers import load_arrays  # numpy + stdlib only
 
-        path = Path(path)
-        try:
-            with np.load(path, allow_pickle=False) as z:
-                snapshot = {k: z[k] for k in z.files}
-        except (OSError, ValueError) as e:
-            raise DataError(str(path), "cannot read a state snapshot", expected="an .npz written by save_state",
-                            got=str(e)[:200]) from None
-        self.state = snapshot
+        self.state = load_arrays(Path(path), text_ok=())  # refuses truncated / corrupt / pickled archives
 
     # -------------------------------------------------------------- running
     def _prepare(self, arr: Any, rank: int) -> np.ndarray:

@@ -21,6 +21,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from edgelstm.manifest import MANIFEST_KEY, Manifest, Normalization, StateSpec, TensorSpec
+from edgelstm.runtime.integrity import seal_proto
 
 OPSET = 17
 
@@ -159,8 +160,11 @@ def set_manifest(model: onnx.ModelProto, manifest_json: str, overrides: dict | N
     helper.set_model_props(model, {**{p.key: p.value for p in model.metadata_props}, MANIFEST_KEY: text})
 
 
-def save(model: onnx.ModelProto, path: str | Path) -> Path:
+def save(model: onnx.ModelProto, path: str | Path, *, seal: bool = True) -> Path:
+    """Write ``model``; one with a manifest is sealed first (as export does), unless ``seal=False``."""
     path = Path(path)
+    if seal and any(p.key == MANIFEST_KEY for p in model.metadata_props):
+        seal_proto(model)
     onnx.save(model, str(path))
     return path
 

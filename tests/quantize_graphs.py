@@ -123,8 +123,9 @@ def build(cell: str = "lstm", *, layers: int = 1, directions: int = 1, input_siz
 
 
 def save(model: onnx.ModelProto, path: Path) -> Path:
-    onnx.save(model, str(path))
-    return path
+    from graphs import save as save_sealed
+
+    return save_sealed(model, path)
 
 
 def data(model: onnx.ModelProto, n: int = 48, t: int = 12, seed: int = 1, labels: bool = True) -> dict[str, np.ndarray]:

@@ -243,8 +243,10 @@ def test_bench_core_imports_no_torch_or_onnx():
 def test_build_feeds_follow_naming(models):
     import onnxruntime as ort
 
+    from edgelstm.runtime.integrity import check_model_file
+
     sess = ort.InferenceSession(str(models["dec"]), providers=["CPUExecutionProvider"])
-    m = core.read_manifest(sess, "dec")
+    m = check_model_file(models["dec"])[2]
     feeds = core.build_feeds(sess, m, batch=2, time_steps=5)
     assert feeds["token"].tolist() == [1, 1] and feeds["src_lengths"].tolist() == [5, 5]
     assert feeds["memory"].shape == (2, 5, 8) and feeds["h_in"].shape == (1, 2, 8)

@@ -51,7 +51,7 @@ def test_train_progress_bar_goes_to_stderr(tmp_path, capsys):
      "error: --family | unknown model family; expected ['lstm', 'peephole', 'gru', 'attention'], got transformer"),
     (["--family", "lstm", "--dataset", "mnist"], 2, "error: dataset | unknown data set; expected one of ['digits'"),
     (["--family", "lstm", "--dataset", "dates"], 2, "needs the attention family"),
-    (["--family", "lstm", "--dataset", "digits", "--lr", "-1"], 2, "error: --lr | must be a positive number"),
+    (["--family", "lstm", "--dataset", "digits", "--lr", "-1"], 2, "error: --lr | value out of range; expected 1e-12..1000.0, got -1.0"),
 ], ids=["family", "dataset", "task-mismatch", "lr"])
 def test_train_bad_options(tmp_path, capsys, args, code, match):
     got, _, err = run_cli(["train", *args, "--out", str(tmp_path / "r"), "--epochs", "1", "--quiet"], capsys)

@@ -140,9 +140,10 @@ def test_manifest_of_a_family_export(tmp_path):
                                                                ("c_in", "c_out", [2, "batch", 5])]
     assert m.checkpoint_sha256 == "ab" * 32
     assert {"torch", "onnx", "onnxruntime", "edgelstm"} <= set(m.producer)
-    from edgelstm.runtime.integrity import DIGEST_KEY, graph_digest
+    from edgelstm.runtime.integrity import seal_problem
 
-    assert m.extra[DIGEST_KEY] == graph_digest(path.read_bytes())  # lets the runtime detect tampering
+    assert m.schema_version == 2 and "graph_sha256" not in m.extra
+    assert seal_problem(path.read_bytes(), str(path)) is None  # sealed: graph + manifest
     # graph I/O carries the same symbolic shapes
     sess = _session(path)
     assert [(i.name, i.shape) for i in sess.get_outputs()] == [("logits", ["batch", 4]), ("h_out", [2, "batch", 5]),

@@ -120,9 +120,12 @@ def test_tampered_export_reports_digest_mismatch(exported, tmp_path):
     m = onnx.load(str(paths["lstm-1x4"]))
     w = m.graph.initializer[0]
     w.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(w) + 1, w.name))
-    g = inspect_model(save(m, tmp_path / "edited.onnx"), device="cpu")["graphs"][0]
-    assert g["digest"] == "mismatch"
-    assert "GRAPH DIGEST MISMATCH" in format_report(inspect_model(tmp_path / "edited.onnx", device="cpu"))
+    edited = save(m, tmp_path / "edited.onnx", seal=False)  # keeps the export's seal, now wrong
+    with pytest.raises(ModelFileError, match=r"edited.onnx \| graph or manifest modified after export \(seal mismatch\)"):
+        inspect_model(edited, device="cpu")
+    report = inspect_model(edited, device="cpu", trust_modified=True)
+    assert report["graphs"][0]["digest"] == "mismatch"
+    assert "SEAL MISMATCH" in format_report(report)
 
 
 @pytest.mark.parametrize("which", ["stem", "encoder", "decoder_step"])

@@ -33,7 +33,7 @@ def test_manifest_round_trip():
 def test_manifest_unknown_schema_version():
     d = json.loads(_manifest().to_json())
     d["schema_version"] = 99
-    with pytest.raises(ManifestError, match=r"unknown manifest schema version; expected one of \[1\], got 99"):
+    with pytest.raises(ManifestError, match=r"unknown manifest schema version; expected one of \[1, 2\], got 99"):
         Manifest.from_dict(d, source="m.onnx")
 
 

@@ -16,7 +16,7 @@ torch.set_num_threads(1)
 
 from onnx import numpy_helper  # noqa: E402
 
-from edgelstm.errors import InputError, UnknownChoiceError, UsageError, VerificationError  # noqa: E402
+from edgelstm.errors import InputError, ModelFileError, UnknownChoiceError, UsageError, VerificationError  # noqa: E402
 from edgelstm.verify import (CheckResult, Tolerances, VerifyResult, error_stats, parse_overrides,  # noqa: E402
                              profile_for, snr_db, top1_agreement, trend, verify)
 
@@ -285,6 +285,7 @@ def test_int8_against_file_judged_by_snr(tmp_path):
     fp32 = save(model, tmp_path / "m.onnx")
     int8 = tmp_path / "m.int8.onnx"
     quantize_dynamic(str(fp32), str(int8), weight_type=QuantType.QInt8, reduce_range=REDUCE_RANGE)
+    save(onnx.load(str(int8)), int8)  # onnxruntime's quantizer keeps the fp32 seal: seal the new graph
     r = verify(fp32, reference=net, against=[int8], steps=STEPS, oracles=[],
                checks=["outputs", "task", "streaming", "drift"])
     assert r.config["precisions"] == {"m.onnx": "fp32", "m.int8.onnx": "int8-dynamic"}
@@ -417,7 +418,9 @@ def test_exported_run_dir_passes_and_gate_swap_exits_1(tmp_path, name):
     H = W.shape[1] // (4 if node.op_type == "LSTM" else 3)
     W[:, :H], W[:, H:2 * H] = W[:, H:2 * H].copy(), W[:, :H].copy()
     _set(model, node.input[1], W)
-    onnx.save(model, str(path))
+    onnx.save(model, str(path))  # the export's seal no longer matches: refused unless trusted
     res = CliRunner().invoke(cli, args[:-1], standalone_mode=False)
+    assert isinstance(res.exception, ModelFileError) and "seal mismatch" in str(res.exception)
+    res = CliRunner().invoke(cli, args[:-1] + ["--trust-modified"], standalone_mode=False)
     assert res.exception is None and res.return_value == 1, res.output
     assert "FAIL outputs" in res.output

@@ -1,4 +1,5 @@
-"""`edgelstm verify` keeps its 0 / 1 / 2 contract: 2 for anything that kept it from judging."""
+"""`edgelstm verify`: 0 pass, 1 fail; anything that kept it from judging exits with its error
+class's code from the README's table (2 usage, 8 model file...), in one line."""
 from __future__ import annotations
 
 import subprocess
@@ -42,9 +43,9 @@ def test_verify_usage_problems_exit_2_in_one_line(runs, args, match):
     assert pytest.importorskip("re").search(match, err), err
 
 
-def test_verify_missing_model_exits_2(runs):
+def test_verify_missing_model_exits_8(runs):
     code, _, err = _main("verify", str(runs / "nope.onnx"), "-q")
-    assert code == 2 and "model file not found" in err
+    assert code == 8 and "model file not found" in err
 
 
 def test_plot_without_drift_keeps_the_verdict(runs, tmp_path):

@@ -22,6 +22,7 @@ from edgelstm.verify import summarize, verify  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
 from tiny import TINY, make_tiny  # noqa: E402
+from graphs import save  # noqa: E402
 
 STEPS = 40  # drift horizon in tests; the CLI default is 10,000
 
@@ -233,7 +234,7 @@ def test_gate_swap_changes_decisions_on_run_data(tmp_path):
     H = R.shape[1] // 4
     R[:, :H], R[:, 3 * H:] = R[:, 3 * H:].copy(), R[:, :H].copy()  # input gate <-> cell gate
     init.CopyFrom(numpy_helper.from_array(R, init.name))
-    onnx.save(m, str(path))
+    save(m, path)  # a broken graph, sealed as a buggy exporter would
     r = verify(path, reference=str(run), steps=0, oracles=[], checks=["outputs", "task"])
     assert not r
     assert {c.output for c in r.failures if c.check == "outputs"} >= {"logits", "h_out", "c_out"}
@@ -282,7 +283,7 @@ def _swap_decoder_state(path):  # the decoder feeds c back as h: states in the w
     m = onnx.load(str(path))
     for n in m.graph.node:
         n.output[:] = [{"h_out": "c_out", "c_out": "h_out"}.get(o, o) for o in n.output]
-    onnx.save(m, str(path))
+    save(m, path)  # a broken graph, sealed as a buggy exporter would
 
 
 def _drop_src_lengths(path):  # the encoder LSTM reads padding: sequence_lens not wired
@@ -290,7 +291,7 @@ def _drop_src_lengths(path):  # the encoder LSTM reads padding: sequence_lens no
     for n in m.graph.node:
         if n.op_type == "LSTM" and len(n.input) > 4:
             n.input[4] = ""
-    onnx.save(m, str(path))
+    save(m, path)  # a broken graph, sealed as a buggy exporter would
 
 
 @pytest.mark.parametrize("what, file, mutate, expect", [
@@ -379,7 +380,7 @@ def test_summarize_passing_and_failing(tmp_path):
     node = next(n for n in m.graph.node if n.op_type == "LSTM")
     init = next(t for t in m.graph.initializer if t.name == node.input[1])
     init.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init) * 0.5, init.name))
-    onnx.save(m, str(fp32))
+    save(m, fp32)
     s = summarize(verify(fp32, reference=model, steps=0, oracles=[]))
     assert s["passed"] is False and s["failed"] >= 1
     assert s["failures"][0].startswith("outputs ") and "ort:cpu[m.onnx]" in s["failures"][0]

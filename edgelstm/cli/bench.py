@@ -18,19 +18,27 @@ import click
 from edgelstm.cli.options import device as device_option
 from edgelstm.cli.options import json_out as json_option
 from edgelstm.cli.options import threads as threads_option
+from edgelstm.cli.options import trust_modified as trust_modified_option
 from edgelstm.errors import CheckpointError, UsageError
 from edgelstm.fileio import atomic_path, write_text_atomic
 
 log = logging.getLogger(__name__)
 
 
-def _int_list(option: str, text: str) -> list[int]:
+MAX_BATCH = 65_536        # --batch: beyond this one call's inputs no longer fit a device's memory
+MAX_TIME = 1_000_000      # --time: steps per call
+MAX_ELEMENTS = 1 << 26    # batch * time per call (times the feature size: the input's floats)
+
+
+def _int_list(option: str, text: str, limit: int) -> list[int]:
     try:
         values = [int(v) for v in text.split(",") if v.strip()]
     except ValueError:
         raise UsageError(option, "not a comma-separated list of integers", expected="e.g. 1,8", got=text) from None
     if not values or any(v < 1 for v in values):
         raise UsageError(option, "values must be positive integers", expected="e.g. 1,8", got=text)
+    if max(values) > limit:
+        raise UsageError(option, "value too large", expected=f"<= {limit}", got=max(values))
     return values
 
 
@@ -174,8 +182,9 @@ def plot_reports(reports: Sequence[dict], out: str) -> None:
 @click.option("--csv", "csv_out", type=click.Path(dir_okay=False), default=None, help="Write one CSV row per case.")
 @click.option("--plot", "plot_out", type=click.Path(dir_okay=False), default=None, help="Write a latency bar chart (PNG).")
 @click.option("--quiet", is_flag=True, help="No progress lines on stderr.")
+@trust_modified_option
 def bench_command(models, device, threads, batch, modes, times, warmup, runs, duration, torch_run, no_floor,
-                  json_out, csv_out, plot_out, quiet) -> None:
+                  json_out, csv_out, plot_out, quiet, trust_modified) -> None:
     """Time MODEL.onnx files: latency percentiles, throughput, real-time factor, floor, ratios."""
     _limit_blas_threads(threads)
     from edgelstm.runtime import bench as core
@@ -183,13 +192,18 @@ def bench_command(models, device, threads, batch, modes, times, warmup, runs, du
     if runs is None and duration is None:
         runs = 200
     mode_list = [m.strip() for m in modes.split(",") if m.strip()]
-    batches = _int_list("--batch", batch)
+    if not mode_list:
+        raise UsageError("--mode", "no mode given", expected=list(core.MODES), got=repr(modes))
+    batches = _int_list("--batch", batch, MAX_BATCH)
     cases = []
     for mode in mode_list:
-        ts = _int_list("--time", times) if times else [1 if mode == "stream" else 256]
+        ts = _int_list("--time", times, MAX_TIME) if times else [1 if mode == "stream" else 256]
+        if max(batches) * max(ts) > MAX_ELEMENTS:
+            raise UsageError("--batch/--time", "batch x time too large for one call",
+                             expected=f"<= {MAX_ELEMENTS}", got=max(batches) * max(ts))
         cases += [core.Case(mode, b, t) for b in batches for t in ts]
     settings = core.Settings(warmup=warmup, runs=runs, duration=duration, threads=threads, device=device,
-                             floor=not no_floor)
+                             floor=not no_floor, trust_modified=trust_modified)
     progress = None if quiet else _progress
     names = _unique_names(models)
     rows: list[dict] = []
@@ -198,8 +212,10 @@ def bench_command(models, device, threads, batch, modes, times, warmup, runs, du
     if torch_run:
         import onnxruntime as ort
 
+        from edgelstm.runtime.integrity import check_model_file
+
+        manifest = check_model_file(models[0], trust_modified=trust_modified)[2]
         sess = ort.InferenceSession(models[0], providers=["CPUExecutionProvider"])
-        manifest = core.read_manifest(sess, models[0])
         role = manifest.graph if manifest else "model"
         rows += bench_torch(torch_run, lambda c: core.build_feeds(sess, manifest, batch=c.batch, time_steps=c.time,
                                                                   seed=settings.seed),

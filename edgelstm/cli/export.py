@@ -50,8 +50,7 @@ def export_cmd(run_dir, output, model_ref, checkpoint, inputs, output_names, len
       edgelstm export --model my_model.py:build --checkpoint w.safetensors \\
           --input x:float32[batch,time,8] -o my.onnx
     """
-    if atol <= 0:
-        raise UsageError("--atol", "must be positive", expected="> 0", got=atol)
+    options.check_range("--atol", atol, 1e-12, 1e6)  # NaN and inf fail too
     if run_dir and model_ref:
         raise UsageError("export", "give either RUN_DIR or --model, not both", expected="one source",
                          got=f"{run_dir} and --model {model_ref}")

@@ -35,7 +35,9 @@ def models_command(as_json: bool):
 def datasets_command(spec: str | None, seed: int, as_json: bool):
     """List the bundled data sets, or load SPEC (a name or csv:PATH / npz:PATH / text:PATH) and
     describe it: task, split sizes, shapes, classes. Loading a user file checks it."""
+    from edgelstm.cli.options import MAX_SEED, check_range
     from edgelstm.data import DATASETS, load_dataset
+    check_range("--seed", seed, 0, MAX_SEED)
     if spec is not None:
         summary = load_dataset(spec, seed=seed).summary()
         if as_json:

@@ -22,6 +22,7 @@ from typing import Any
 
 import click
 
+from edgelstm.cli import options
 from edgelstm.errors import ModelFileError
 
 SCHEMA = "edgelstm.inspect/1"
@@ -160,24 +161,26 @@ def _io(args) -> list[dict[str, Any]]:
     return [{"name": a.name, "dtype": ort_type_to_dtype(a.type), "shape": list(a.shape)} for a in args]
 
 
-def describe_file(path: Path) -> dict[str, Any]:
-    """Everything inspect knows about one ONNX file (JSON-ready)."""
-    from edgelstm.runtime.integrity import DIGEST_KEY, graph_digest
-    from edgelstm.runtime.model import create_session, read_manifest, read_model_file, session_options
+def describe_file(path: Path, *, trust_modified: bool = False) -> dict[str, Any]:
+    """Everything inspect knows about one ONNX file (JSON-ready). The file goes through the
+    runtime's integrity check first; ``digest`` is "ok" (sealed and intact), "mismatch" or
+    "unsealed" (only seen with ``trust_modified``), None for a foreign file."""
+    from edgelstm.runtime.integrity import check_model_bytes, read_model_bytes, seal_problem
+    from edgelstm.runtime.model import create_session, session_options
     from edgelstm.runtime.providers import plan_providers
 
-    p, data = read_model_file(path)
+    p, data = read_model_bytes(path)
+    problem = seal_problem(data, str(p))
+    manifest = check_model_bytes(data, str(p), trust_modified=trust_modified)
     facts = read_graph(p, data)
     # a CPU session with no graph optimization: only the signature and metadata are read
     session = create_session(p, plan_providers("cpu"), session_options(optimization="none", record_placement=False))
-    manifest = read_manifest(session, str(p))
     inputs, outputs = _io(session.get_inputs()), _io(session.get_outputs())
     by_in = {t["name"]: t for t in inputs}
     if manifest is not None:
         states = [{"input": s.input, "output": s.output, "dtype": s.dtype, "shape": list(s.shape)}
                   for s in manifest.states]
-        want = manifest.extra.get(DIGEST_KEY)
-        digest = "absent" if not want else ("ok" if graph_digest(data) == want else "mismatch")
+        digest = "ok" if problem is None else ("mismatch" if "mismatch" in problem[0] else "unsealed")
     else:  # the runtime's convention for bare graphs: NAME_in fed from NAME_out
         outs = {t["name"] for t in outputs}
         states = [{"input": t["name"], "output": t["name"][:-3] + "_out", "dtype": t["dtype"], "shape": t["shape"]}
@@ -203,14 +206,14 @@ def _graph_paths(path: Path) -> list[Path]:
     return [path]
 
 
-def inspect_model(path: str | Path, device: str = "auto") -> dict[str, Any]:
+def inspect_model(path: str | Path, device: str = "auto", *, trust_modified: bool = False) -> dict[str, Any]:
     """The full inspect report for ``path``: graphs (one, or a seq2seq pair) and the provider plan."""
     import onnxruntime as ort
 
     from edgelstm.runtime.providers import plan_providers
 
     p = Path(path)
-    graphs = [describe_file(g) for g in _graph_paths(p)]
+    graphs = [describe_file(g, trust_modified=trust_modified) for g in _graph_paths(p)]
     if len(graphs) == 1:  # an encoder / decoder step whose companion is named differently from the stem
         m = graphs[0]["manifest"]
         role = graphs[0]["role"]
@@ -221,7 +224,7 @@ def inspect_model(path: str | Path, device: str = "auto") -> dict[str, Any]:
                 raise ModelFileError(str(p), f"the {role} graph's companion file is missing",
                                      expected=str(other_path) if other_path else "a companion named in the manifest",
                                      got="no such file")
-            g2 = describe_file(other_path)
+            g2 = describe_file(other_path, trust_modified=trust_modified)
             graphs = [graphs[0], g2] if role == "encoder" else [g2, graphs[0]]
     # the fallback is reported in the result, not as a warning on stderr
     runtime_log = logging.getLogger("edgelstm.runtime")
@@ -297,8 +300,9 @@ def format_report(report: dict[str, Any]) -> str:
         if g["manifest"] is None:
             out.append("  manifest    none (not an edgelstm export; states inferred from NAME_in/NAME_out)")
         else:
-            digest = {"ok": "graph digest matches", "mismatch": "GRAPH DIGEST MISMATCH (edited after export)",
-                      "absent": "no graph digest"}[g["digest"]]
+            digest = {"ok": "sealed (graph + manifest intact)",
+                      "mismatch": "SEAL MISMATCH (graph or manifest edited after export)",
+                      "unsealed": "NOT SEALED (seal removed, or an older edgelstm)"}[g["digest"]]
             out.append(f"  manifest    schema {g['manifest']['schema_version']}, {digest}")
             out += _manifest_lines(g["manifest"])
         out.append("  inputs")
@@ -333,13 +337,14 @@ def format_report(report: dict[str, Any]) -> str:
                    "or onnxruntime provider names, comma-separated.")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Also write the report as JSON to this file ('-' for stdout only).")
-def inspect_command(model: Path, device: str, json_out: Path | None):
+@options.trust_modified
+def inspect_command(model: Path, device: str, json_out: Path | None, trust_modified: bool):
     """Describe an exported model (or any ONNX file): manifest, inputs, outputs and states,
     operator histogram, parameters and size, and the execution providers --device picks here.
 
     MODEL is an .onnx file, or a seq2seq export given by its stem or either of its two files.
     """
-    report = inspect_model(model, device=device)
+    report = inspect_model(model, device=device, trust_modified=trust_modified)
     text = json.dumps(report, indent=2, default=str)
     if json_out is not None and str(json_out) == "-":
         click.echo(text)

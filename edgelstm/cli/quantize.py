@@ -36,15 +36,16 @@ MODES = ("int8-dynamic", "int8-static", "fp16")
 @options.threads
 @options.overwrite
 @options.json_out
+@options.trust_modified
 def quantize_cmd(model, output, mode, calibration, per_channel, method, recurrent, gru, target, keep_io_types,
-                 samples, force_int8, threads, overwrite, json_out):
+                 samples, force_int8, threads, overwrite, json_out, trust_modified):
     """Quantize an exported model; print sizes and the error against the float model."""
     from edgelstm.exporters.quantize import quantize
 
     report = quantize(model, output, mode, calibration=calibration, per_channel=per_channel, method=method,
                       target=target, keep_io_types=keep_io_types, recurrent=recurrent, gru=gru,
                       calibration_samples=samples, threads=threads or 1, overwrite=overwrite,
-                      force_int8=force_int8)
+                      force_int8=force_int8, trust_modified=trust_modified)
     for line in report.lines():
         click.echo(line)
     if json_out:

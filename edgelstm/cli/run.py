@@ -24,15 +24,9 @@ def read_input(path: Path) -> dict[str, np.ndarray]:
                         got="no such file")
     suffix = path.suffix.lower()
     if suffix in (".npz", ".npy"):
-        try:
-            loaded = np.load(path, allow_pickle=False)
-        except (OSError, ValueError) as e:
-            raise DataError(str(path), f"cannot read {suffix} file", expected="a numpy file without pickles",
-                            got=str(e)[:200]) from None
-        if suffix == ".npy":
-            return {"x": loaded}
-        with loaded as z:
-            arrays = {k: z[k] for k in z.files}
+        from edgelstm.data.readers import load_arrays
+
+        arrays = load_arrays(path)
         if "x" not in arrays:
             if len(arrays) != 1:
                 raise DataError(str(path), "no array named 'x'", expected="an 'x' array (or a single array)",
@@ -47,26 +41,31 @@ def read_input(path: Path) -> dict[str, np.ndarray]:
 def _read_csv(path: Path) -> np.ndarray:
     rows: list[list[float]] = []
     width = None
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            line = line.strip()
-            if not line or line.startswith("#"):
+    try:
+        with open(path, encoding="utf-8-sig") as f:  # -sig: a BOM is not part of the first cell
+            lines = list(f)
+    except UnicodeDecodeError as e:
+        raise DataError(str(path), "not UTF-8 text", expected="a UTF-8 CSV file",
+                        got=f"byte {e.start}: {e.reason}") from None
+    for lineno, line in enumerate(lines, 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        cells = [c.strip() for c in line.split(",")]
+        try:
+            values = [float(c) for c in cells]
+        except ValueError:
+            if not rows and width is None:  # a header line
+                width = len(cells)
                 continue
-            cells = [c.strip() for c in line.split(",")]
-            try:
-                values = [float(c) for c in cells]
-            except ValueError:
-                if not rows and width is None:  # a header line
-                    width = len(cells)
-                    continue
-                bad = next(i for i, c in enumerate(cells) if not _is_float(c))
-                raise DataError(f"{path}:{lineno}", f"column {bad + 1} is not a number", expected="a float",
-                                got=cells[bad][:40]) from None
-            if width is None:
-                width = len(values)
-            if len(values) != width:
-                raise DataError(f"{path}:{lineno}", "wrong number of columns", expected=width, got=len(values))
-            rows.append(values)
+            bad = next(i for i, c in enumerate(cells) if not _is_float(c))
+            raise DataError(f"{path}:{lineno}", f"column {bad + 1} is not a number", expected="a float",
+                            got=cells[bad][:40]) from None
+        if width is None:
+            width = len(values)
+        if len(values) != width:
+            raise DataError(f"{path}:{lineno}", "wrong number of columns", expected=width, got=len(values))
+        rows.append(values)
     if not rows:
         raise DataError(str(path), "no data rows", expected="at least one row of numbers", got=0)
     return np.asarray(rows, dtype=np.float32)[None]  # [1, time, features]
@@ -101,19 +100,22 @@ def _softmax(z: np.ndarray) -> np.ndarray:
 @click.option("--out", "npz_out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write the output arrays to this .npz file.")
 @options.json_out
-def run_cmd(model_path, input_path, text, streaming, device, threads, no_fallback, nan, max_len, npz_out, json_out):
+@options.trust_modified
+def run_cmd(model_path, input_path, text, streaming, device, threads, no_fallback, nan, max_len, npz_out, json_out,
+            trust_modified):
     """Run MODEL.onnx on data and print the outputs (labels for classifiers)."""
     from edgelstm import runtime
 
-    model = runtime.load(model_path, device=device, threads=threads, fallback=not no_fallback, nan=nan)
+    model = runtime.load(model_path, device=device, threads=threads, fallback=not no_fallback, nan=nan,
+                         trust_modified=trust_modified)
     report: dict = {"model": str(model_path), "providers": model.providers}
     if isinstance(model, runtime.Seq2SeqModel):
         sources = list(text)
         if input_path is not None:
             try:
-                sources += [ln.rstrip("\n") for ln in Path(input_path).read_text(encoding="utf-8").splitlines()
+                sources += [ln.rstrip("\n") for ln in Path(input_path).read_text(encoding="utf-8-sig").splitlines()
                             if ln.strip()]
-            except OSError as e:
+            except (OSError, UnicodeDecodeError) as e:
                 raise DataError(str(input_path), "cannot read the source text", expected="a UTF-8 text file",
                                 got=str(e)[:200]) from None
         if not sources:
@@ -146,7 +148,8 @@ def run_cmd(model_path, input_path, text, streaming, device, threads, no_fallbac
             report["run_ms"] = (time.perf_counter() - t0) * 1e3
             arrays = dict(result.outputs)
         arrays.update({f"state.{k}": v for k, v in result.state.items()})
-        report["outputs"] = {k: v.tolist() for k, v in arrays.items()}
+        if json_out is not None:  # nested lists cost ~30 bytes a value: only when they are written
+            report["outputs"] = {k: v.tolist() for k, v in arrays.items()}
         _echo_result(model, result, x.shape[0])
         if result.labels is not None:
             report["labels"] = result.labels
@@ -173,22 +176,38 @@ def _run_stream(model, x, lengths, state):
     stream = model.stream(batch=x.shape[0])
     if state is not None:
         stream.state = state
-    per_step: dict[str, list[np.ndarray]] = {}
-    times = []
+    steps = x.shape[1]
+    arrays: dict[str, np.ndarray] = {}  # [batch, time, ...], filled step by step (no list of steps)
+    us = np.empty(steps, dtype=np.float64)
     result = None
-    for t in range(x.shape[1]):
+    for t in range(steps):
         frame = np.ascontiguousarray(x[:, t])
         t0 = time.perf_counter()
         result = stream.step(frame)
-        times.append(time.perf_counter() - t0)
+        us[t] = (time.perf_counter() - t0) * 1e6
         for k, v in result.outputs.items():
-            per_step.setdefault(k, []).append(v)
-    arrays = {k: np.stack(v, axis=1) for k, v in per_step.items()}  # [batch, time, ...]
-    us = np.asarray(times) * 1e6
-    stats = {"steps": int(x.shape[1]), "step_us_median": float(np.median(us)),
+            if k not in arrays:
+                arrays[k] = _step_buffer((v.shape[0], steps, *v.shape[1:]), v.dtype)
+            arrays[k][:, t] = v
+    stats = {"steps": int(steps), "step_us_median": float(np.median(us)),
              "step_us_p90": float(np.percentile(us, 90))}
     final = _with_state(model, result, stream.state)
     return final, arrays, stats
+
+
+STEP_BUFFER_RAM = 64 << 20  # bytes: larger per-step outputs of --stream go to an anonymous file on disk
+
+
+def _step_buffer(shape: tuple, dtype) -> np.ndarray:
+    """Room for every step's output: in memory, or past :data:`STEP_BUFFER_RAM` an anonymous
+    temp file mapped into memory (removed by the OS when closed), so a long stream's outputs
+    are written as it goes rather than held in RAM."""
+    import tempfile
+
+    nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
+    if nbytes <= STEP_BUFFER_RAM:
+        return np.empty(shape, dtype=dtype)
+    return np.memmap(tempfile.TemporaryFile(prefix="edgelstm-stream-"), dtype=dtype, mode="w+", shape=shape)
 
 
 def _with_state(model, step_result, state):

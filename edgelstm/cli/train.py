@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import click
 
+from edgelstm.cli.options import MAX_SEED, check_range
 from edgelstm.cli.options import overwrite as overwrite_option
 from edgelstm.errors import UnknownChoiceError
 
@@ -34,6 +35,12 @@ def train_command(family, dataset, out_dir, hidden_size, num_layers, epochs, pat
     """Train a model and write OUT/model.safetensors, config.json, metrics.json, history.json."""
     if family not in FAMILY_CHOICES:
         raise UnknownChoiceError("--family", "unknown model family", expected=list(FAMILY_CHOICES), got=family)
+    for option, value, lo, hi in (("--seed", seed, 0, MAX_SEED), ("--hidden", hidden_size, 1, 65_536),
+                                  ("--layers", num_layers, 1, 64), ("--epochs", epochs, 1, 1_000_000),
+                                  ("--patience", patience, 0, 1_000_000), ("--batch-size", batch_size, 1, 65_536),
+                                  ("--lr", lr, 1e-12, 1e3), ("--dropout", dropout, 0.0, 0.99),
+                                  ("--threads", threads, 1, 1024)):
+        check_range(option, value, lo, hi)  # before any work: a huge --hidden must not exhaust the machine
     from edgelstm.training.run import check_out_dir
     check_out_dir(out_dir, overwrite)  # before loading torch or data: fail fast
     import torch

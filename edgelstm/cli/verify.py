@@ -1,5 +1,6 @@
 """``edgelstm verify``: check an exported (and quantized) model against PyTorch and independent
-oracles. Exit code 0 when every check passed, 1 when one failed, 2 on a usage error."""
+oracles. Exit code 0 when every check passed, 1 when one failed; anything that kept it from
+judging exits with the code of its error class (README's exit-code table: 2 usage, 8 model file...)."""
 from __future__ import annotations
 
 import click
@@ -39,8 +40,9 @@ from edgelstm.errors import EdgeLSTMError, UsageError
 @options.json_out
 @click.option("--plot", type=click.Path(dir_okay=False), default=None, help="PNG of drift error vs time step.")
 @click.option("-q", "--quiet", is_flag=True, help="Print only the verdict line.")
+@options.trust_modified
 def verify_cmd(model, reference, model_spec, checkpoint, against, device, data, run_data, data_limit, steps,
-               atol, min_snr, checks, oracles, seed, json_out, plot, quiet) -> int:
+               atol, min_snr, checks, oracles, seed, json_out, plot, quiet, trust_modified) -> int:
     """Verify MODEL.onnx: outputs, task agreement, streaming parity, long-horizon drift, batch
     invariance and state round-trip, on every requested device and for every --against file.
 
@@ -48,11 +50,11 @@ def verify_cmd(model, reference, model_spec, checkpoint, against, device, data, 
     OUT.encoder.onnx or OUT.decoder_step.onnx (and the same for --against)."""
     try:
         return _verify(model, reference, model_spec, checkpoint, against, device, data, run_data, data_limit, steps,
-                       atol, min_snr, checks, oracles, seed, json_out, plot, quiet)
+                       atol, min_snr, checks, oracles, seed, json_out, plot, quiet, trust_modified)
     except EdgeLSTMError as e:
-        # verify's contract is 0 pass, 1 fail, 2 anything that kept it from judging (a missing or
-        # foreign file, an unavailable device, a bad option): never 1, which means "model failed"
-        e.exit_code = 2
+        # 1 means "the model failed"; an error that kept verify from judging keeps its own code
+        if e.exit_code == 1:
+            e.exit_code = 2
         raise
     except OSError as e:  # an unwritable --json / --plot path
         raise UsageError(str(e.filename or "output"), "cannot write", expected="a writable path",
@@ -60,9 +62,11 @@ def verify_cmd(model, reference, model_spec, checkpoint, against, device, data, 
 
 
 def _verify(model, reference, model_spec, checkpoint, against, device, data, run_data, data_limit, steps,
-            atol, min_snr, checks, oracles, seed, json_out, plot, quiet) -> int:
+            atol, min_snr, checks, oracles, seed, json_out, plot, quiet, trust_modified) -> int:
     from edgelstm.verify.core import verify
 
+    options.check_range("--seed", seed, 0, options.MAX_SEED)
+    options.check_range("--steps", steps, 0, 10_000_000)
     if checkpoint and not model_spec:
         raise UsageError("--checkpoint", "only used with --model FILE.py:FACTORY", expected="--model", got="--checkpoint alone")
     devices = [d.strip() for d in device.split(",") if d.strip()]
@@ -72,7 +76,7 @@ def _verify(model, reference, model_spec, checkpoint, against, device, data, run
                     devices=devices, data=data, steps=steps, atol=atol, min_snr=min_snr, seed=seed,
                     checks=[c.strip() for c in checks.split(",") if c.strip()],
                     oracles=[o.strip() for o in oracles.split(",") if o.strip()], run_data=run_data,
-                    data_limit=data_limit)
+                    data_limit=data_limit, trust_modified=trust_modified)
     if json_out:
         result.write_json(json_out)
     text = result.table()

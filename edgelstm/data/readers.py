@@ -48,6 +48,70 @@ def _existing_file(path: str | Path) -> Path:
     return p
 
 
+# ---------------------------------------------------------------------------- NumPy files
+MAX_NPY_HEADER = 10_000        # bytes: NumPy's own default limit for a trusted header
+MAX_CLASSES = 100_000          # class ids above this are refused before a head of that size is built
+NUMERIC_KINDS = "biuf"         # bool, int, uint, float: complex, object, strings, structs refused
+
+
+def _npy_header(f, where: str, size: int) -> tuple[tuple, np.dtype]:
+    """Read a ``.npy`` header from ``f`` and check it against the ``size`` bytes the member holds."""
+    from numpy.lib import format as npformat
+
+    try:
+        version = npformat.read_magic(f)
+        read = npformat.read_array_header_1_0 if version == (1, 0) else npformat.read_array_header_2_0
+        shape, _, dtype = read(f, max_header_size=MAX_NPY_HEADER)
+        offset = f.tell()
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, SyntaxError) as e:
+        raise DataError(where, "not a readable NumPy array", expected="a .npy header", got=str(e)[:200]) from None
+    need = math.prod(shape) * dtype.itemsize
+    if need > size - offset:
+        raise DataError(where, "array data is truncated", expected=f"{need} bytes for shape {list(shape)}",
+                        got=f"{max(0, size - offset)} bytes")
+    return shape, dtype
+
+
+def load_arrays(path: str | Path, *, text_ok: tuple[str, ...] = ("labels",)) -> dict[str, np.ndarray]:
+    """The arrays of a ``.npz`` (by name) or ``.npy`` (as ``x``), refusing what cannot be trusted
+    before anything large is allocated: pickled / object arrays, complex, strings (except the names
+    in ``text_ok``), headers over :data:`MAX_NPY_HEADER` bytes, data shorter than its header says,
+    and truncated or corrupt archives. Raises :class:`DataError` naming the file (and array)."""
+    p = _existing_file(path)
+    dtypes: dict[str, np.dtype] = {}
+    try:
+        if p.suffix.lower() == ".npy":
+            with p.open("rb") as f:
+                dtypes["x"] = _npy_header(f, str(p), p.stat().st_size)[1]
+        else:
+            with zipfile.ZipFile(p) as zf:
+                for info in zf.infolist():
+                    name = info.filename[:-4] if info.filename.endswith(".npy") else info.filename
+                    with zf.open(info) as f:
+                        dtypes[name] = _npy_header(f, f"{p}:{name}", info.file_size)[1]
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError) as e:
+        raise DataError(str(p), "cannot read as .npz (a truncated or corrupt archive)",
+                        expected="a NumPy .npz archive of numeric arrays", got=f"{type(e).__name__}: {e}"[:200]) from None
+    for name, dt in dtypes.items():
+        if dt.hasobject:
+            raise DataError(f"{p}:{name}", "object (pickled) arrays are refused: nothing is unpickled",
+                            expected="a numeric array", got=str(dt))
+        if dt.kind not in NUMERIC_KINDS and not (name in text_ok and dt.kind in "US"):
+            raise DataError(f"{p}:{name}", "unsupported array type", expected="bool, integer or float numbers",
+                            got=str(dt))
+    try:
+        if p.suffix.lower() == ".npy":
+            return {"x": np.load(p, allow_pickle=False)}
+        with np.load(p, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, MemoryError) as e:
+        raise DataError(str(p), "cannot read the arrays", expected="a NumPy .npz archive of numeric arrays",
+                        got=f"{type(e).__name__}: {e}"[:200]) from None
+    except Exception as e:  # zlib.error and friends from a corrupt member
+        raise DataError(str(p), "cannot read the arrays (corrupt data)", expected="a NumPy .npz archive",
+                        got=f"{type(e).__name__}: {e}"[:200]) from None
+
+
 # ---------------------------------------------------------------------------- CSV
 def _parse_float(text: str, where: str) -> float:
     try:
@@ -70,7 +134,7 @@ def _looks_numeric(cell: str) -> bool:
 def read_csv(path: str | Path, seed: int = 0) -> DatasetBundle:
     p = _existing_file(path)
     try:
-        with p.open(newline="", encoding="utf-8") as f:
+        with p.open(newline="", encoding="utf-8-sig") as f:  # -sig: a BOM is not part of the first cell
             reader = csv.reader(f)
             rows: list[tuple[int, list[str]]] = []
             for row in reader:
@@ -187,12 +251,7 @@ def _is_int(text: str) -> bool:
 # ---------------------------------------------------------------------------- NPZ
 def read_npz(path: str | Path, seed: int = 0) -> DatasetBundle:
     p = _existing_file(path)
-    try:
-        with np.load(p, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
-    except (ValueError, OSError, zipfile.BadZipFile, EOFError) as e:
-        raise DataError(str(p), "cannot read as .npz (object arrays are refused: no unpickling)",
-                        expected="a NumPy .npz archive of numeric arrays", got=f"{type(e).__name__}: {e}") from None
+    arrays = load_arrays(p)
     for need in ("x", "y"):
         if need not in arrays:
             raise DataError(str(p), f"no array named {need!r}", expected=f"arrays x [N,T,F] and y",
@@ -242,6 +301,8 @@ def read_npz(path: str | Path, seed: int = 0) -> DatasetBundle:
                             got=list(y.shape))
         if seen.min() < 0:
             raise DataError(f"{p}: y", "negative class id", expected="class ids >= 0", got=int(seen.min()))
+        if seen.max() >= MAX_CLASSES:
+            raise DataError(f"{p}: y", "class id too large", expected=f"class ids < {MAX_CLASSES}", got=int(seen.max()))
         num_outputs = int(seen.max()) + 1
         labels = [str(i) for i in range(num_outputs)]
         if "labels" in arrays:
@@ -272,7 +333,11 @@ def read_npz(path: str | Path, seed: int = 0) -> DatasetBundle:
         target_norm = fit_normalization(train.y, train.lengths)
     frame_rate = None
     if "frame_rate_hz" in arrays:
-        frame_rate = float(arrays["frame_rate_hz"])
+        fr = arrays["frame_rate_hz"]
+        if fr.size != 1 or fr.dtype.kind not in "iuf" or not (math.isfinite(float(fr.ravel()[0])) and fr.ravel()[0] > 0):
+            raise DataError(f"{p}: frame_rate_hz", "not a frame rate", expected="one finite number > 0",
+                            got=f"{fr.dtype} {list(fr.shape)}")
+        frame_rate = float(fr.ravel()[0])
     return DatasetBundle(
         name=f"npz:{p}", task=task, train=train, val=Split(x[va], y[va], lengths[va]),
         test=Split(x[te], y[te], lengths[te]), num_features=int(x.shape[2]), num_outputs=num_outputs,
@@ -287,7 +352,7 @@ def read_npz(path: str | Path, seed: int = 0) -> DatasetBundle:
 def read_text(path: str | Path, seed: int = 0) -> DatasetBundle:
     p = _existing_file(path)
     try:
-        text = p.read_text(encoding="utf-8")
+        text = p.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as e:
         raise DataError(str(p), "not UTF-8 text", expected="a UTF-8 text file", got=f"byte {e.start}: {e.reason}") from None
     vocab = sorted(set(text))

@@ -20,7 +20,7 @@ import numpy as np
 
 from edgelstm.errors import (InputError, ManifestError, ModelDefinitionError, ModelFileError,
                              UnsupportedError, UsageError)
-from edgelstm.manifest import MANIFEST_KEY, Manifest
+from edgelstm.manifest import Manifest
 
 QUANT_OPS = {"DynamicQuantizeLSTM", "MatMulInteger", "DynamicQuantizeMatMul", "QuantizeLinear",
              "DequantizeLinear", "QLinearMatMul", "ConvInteger", "QGemm", "MatMulIntegerToFloat",
@@ -103,21 +103,20 @@ def _dims(t) -> list[Any]:
     return dims
 
 
-def load_graph(path: str | os.PathLike):
-    """Read an ONNX file and describe it. Raises ModelFileError / ManifestError."""
+def load_graph(path: str | os.PathLike, *, trust_modified: bool = False):
+    """Read an ONNX file (through the runtime's integrity check: seal and manifest schema) and
+    describe it. Raises ModelFileError / ManifestError."""
     import onnx
 
-    p = Path(path)
-    if not p.is_file():
-        raise ModelFileError(str(p), "model file not found", expected="an existing .onnx file", got="no such file")
+    from edgelstm.runtime.integrity import check_model_file
+
+    p, data, manifest = check_model_file(path, trust_modified=trust_modified)
     try:
-        model = onnx.load(str(p))
+        model = onnx.load_from_string(data)
     except Exception as e:  # onnx raises DecodeError, ValueError... for a damaged file
         raise ModelFileError(str(p), "not a readable ONNX model", expected="an ONNX protobuf", got=f"{type(e).__name__}: {e}") from None
     if not model.graph.node:
         raise ModelFileError(str(p), "graph has no nodes", expected="a model graph", got="empty graph")
-    meta = {m.key: m.value for m in model.metadata_props}
-    manifest = Manifest.from_json(meta[MANIFEST_KEY], source=str(p)) if MANIFEST_KEY in meta else None
     inits = {t.name for t in model.graph.initializer}
     inputs = [IOSpec(i.name, ONNX_DTYPES.get(i.type.tensor_type.elem_type, "other"), _dims(i))
               for i in model.graph.input if i.name not in inits]

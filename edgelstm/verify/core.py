@@ -59,7 +59,7 @@ def verify(model: str | os.PathLike, *, reference: Any = None, model_spec: str |
            checks: Sequence[str] = CHECKS, oracles: Sequence[str] = ORACLES,
            chunks: Sequence[int] = (1, 4, 16), drift_chunk: int = 1, threads: int = 1,
            cases: Sequence[tuple[int, int, bool, bool]] = inp.DEFAULT_CASES, run_data: bool = True,
-           data_limit: int | None = 256) -> VerifyResult:
+           data_limit: int | None = 256, trust_modified: bool = False) -> VerifyResult:
     """Verify an exported model (and quantized or other files ``against`` it).
 
     ``reference``: a run directory or an ``nn.Module`` (the PyTorch original); or ``model_spec``
@@ -79,12 +79,12 @@ def verify(model: str | os.PathLike, *, reference: Any = None, model_spec: str |
         return verify_pair(model, reference=reference, model_spec=model_spec, checkpoint=checkpoint,
                            against=against, devices=devices, data=data, atol=atol, min_snr=min_snr, seed=seed,
                            checks=checks, oracles=oracles, threads=threads, run_data=run_data,
-                           data_limit=data_limit, steps=steps)
+                           data_limit=data_limit, steps=steps, trust_modified=trust_modified)
     tol = Tolerances(parse_overrides(list(atol), "--atol"), parse_overrides(list(min_snr), "--min-snr"))
-    proto, spec = load_graph(model)
+    proto, spec = load_graph(model, trust_modified=trust_modified)
     graphs = [(proto, spec)]
     for other in against:
-        o_proto, o_spec = load_graph(other)
+        o_proto, o_spec = load_graph(other, trust_modified=trust_modified)
         if o_spec.input_names != spec.input_names or o_spec.output_names != spec.output_names:
             raise UsageError(str(other), "--against model has different inputs/outputs than the model",
                              expected={"inputs": spec.input_names, "outputs": spec.output_names},
@@ -266,7 +266,9 @@ def _run(backend: Backend, feeds) -> dict[str, np.ndarray]:
 
 # ==================================================================================== 1+2 outputs, task
 def _check_outputs(result, baseline, spec0, candidates, case_list, tol, checks) -> None:
-    ref_outs = [_mask_padding(spec0, case.feeds, _run(baseline, case.feeds)) for case in case_list]
+    # the reference sees the run's own normalization where the manifest's differs (inputs.load_run_data)
+    ref_outs = [_mask_padding(spec0, case.feeds, _run(baseline, case.meta.get("reference_feeds", case.feeds)))
+                for case in case_list]
     for cand in candidates:
         name, spec, prof = cand.backend.name, cand.spec, cand.profile
         got_outs = []

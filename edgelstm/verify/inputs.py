@@ -94,11 +94,9 @@ def load_npz(path: str | Path, spec: GraphSpec, *, max_rows: int | None = 512) -
     p = Path(path)
     if not p.is_file():
         raise DataError(str(p), "data file not found", expected="an existing .npz file", got="no such file")
-    try:
-        with np.load(p, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
-    except Exception as e:
-        raise DataError(str(p), "not a readable .npz file", expected="numpy.savez output", got=f"{type(e).__name__}: {e}") from None
+    from edgelstm.data.readers import load_arrays
+
+    arrays = load_arrays(p)
     x = spec.x
     if x is None or x not in arrays:
         raise DataError(str(p), "no array for the model's data input", expected=x or spec.input_names, got=sorted(arrays))
@@ -159,6 +157,7 @@ class RunData:
     source: str                            # e.g. "digits test split (first 179 of 179)"
     dataset: str
     target_normalized: bool = False        # regress/forecast labels mapped into the graph's output units
+    reference_x: np.ndarray | None = None  # x normalized as the run says, where the manifest says otherwise
 
     @property
     def n(self) -> int:
@@ -196,12 +195,19 @@ def load_run_data(run_dir: str | Path, manifest=None, *, split: str = "test", ma
         raise UsageError("--reference", f"run {Path(run_dir).name} ({run.dataset}) does not fit this model",
                          expected=f"{want} features per step, as the graph's x", got=f"{x.shape[-1]} features")
     norm = manifest.normalization if manifest is not None else None
-    mean_std = (norm.mean, norm.std) if norm is not None else \
-        ((run.normalization["mean"], run.normalization["std"]) if run.normalization else None)
+    run_ms = (run.normalization["mean"], run.normalization["std"]) if run.normalization else None
+    mean_std = (norm.mean, norm.std) if norm is not None else run_ms
+    reference_x = None
     if x.dtype.kind == "f":
+        raw = x
         if mean_std is not None:  # the graph takes normalized features (the runtime normalizes on the way in)
-            x = (x - np.asarray(mean_std[0], np.float32)) / np.asarray(mean_std[1], np.float32)
+            x = (raw - np.asarray(mean_std[0], np.float32)) / np.asarray(mean_std[1], np.float32)
         x = x.astype(np.float32)
+        # the PyTorch reference takes the features as it was trained: normalized as the RUN says; a
+        # manifest whose normalization differs then shows as a task drop, not as agreement
+        if norm is not None and run_ms is not None and not (
+                np.allclose(norm.mean, run_ms[0], rtol=1e-6, atol=0) and np.allclose(norm.std, run_ms[1], rtol=1e-6, atol=0)):
+            reference_x = ((raw - np.asarray(run_ms[0], np.float32)) / np.asarray(run_ms[1], np.float32)).astype(np.float32)
     lengths = np.asarray(part.lengths)
     y = np.asarray(part.y)
     # Regression / forecast targets stay in the data's units: training folds the target scale into
@@ -212,7 +218,7 @@ def load_run_data(run_dir: str | Path, manifest=None, *, split: str = "test", ma
                    None if part.y_lengths is None else np.asarray(part.y_lengths),
                    None if part.mask is None else np.asarray(part.mask),
                    f"{run.dataset} {split} split (first {len(part)} of {total})" if len(part) < total
-                   else f"{run.dataset} {split} split ({total})", run.dataset, target_normalized)
+                   else f"{run.dataset} {split} split ({total})", run.dataset, target_normalized, reference_x)
 
 
 def run_data_case(data: RunData, spec: GraphSpec) -> Case:
@@ -229,6 +235,7 @@ def run_data_case(data: RunData, spec: GraphSpec) -> Case:
     if spec.lengths:
         feeds[spec.lengths] = data.arrays["lengths"].astype(spec.spec(spec.lengths).dtype)
     feeds.update(zero_state(spec, data.n))
-    return Case(f"run data: {data.source}", feeds, labels=data.labels,
-                meta={"source": data.source, "run_data": True, "mask": data.mask,
-                      "target_normalized": data.target_normalized})
+    meta = {"source": data.source, "run_data": True, "mask": data.mask, "target_normalized": data.target_normalized}
+    if data.reference_x is not None:
+        meta["reference_feeds"] = {**feeds, x: data.reference_x.astype(feeds[x].dtype)}
+    return Case(f"run data: {data.source}", feeds, labels=data.labels, meta=meta)

@@ -129,12 +129,13 @@ class PairSpec:
         return self.decoder.manifest or self.encoder.manifest
 
 
-def load_pair(path: str | os.PathLike) -> PairSpec:
+def load_pair(path: str | os.PathLike, *, trust_modified: bool = False) -> PairSpec:
     pair = resolve_pair(path)
     if pair is None:
         raise UsageError(str(path), "not a seq2seq export", expected="OUT.onnx (stem), OUT.encoder.onnx or "
                          "OUT.decoder_step.onnx", got=Path(path).name)
-    (ep, es), (dp, ds) = load_graph(pair[0]), load_graph(pair[1])
+    (ep, es), (dp, ds) = (load_graph(pair[0], trust_modified=trust_modified),
+                          load_graph(pair[1], trust_modified=trust_modified))
     for spec, role, names in ((es, "encoder", ("src", "src_lengths")),
                               (ds, "decoder_step", ("token", "h_in", "c_in", "memory", "src_lengths"))):
         if spec.manifest is not None and spec.manifest.graph != role:
@@ -325,14 +326,15 @@ class _Cand:
 def verify_pair(model, *, reference=None, model_spec=None, checkpoint=None, against: Sequence = (),
                 devices: Sequence[str] = ("cpu",), data=None, atol=(), min_snr=(), seed: int = 0,
                 checks: Sequence[str] = (), oracles: Sequence[str] = (), threads: int = 1,
-                run_data: bool = True, data_limit: int | None = 256, steps: int = 0) -> VerifyResult:
+                run_data: bool = True, data_limit: int | None = 256, steps: int = 0,
+                trust_modified: bool = False) -> VerifyResult:
     """See :func:`edgelstm.verify.core.verify`; called by it for seq2seq exports."""
     tol = Tolerances(parse_overrides(list(atol), "--atol"), parse_overrides(list(min_snr), "--min-snr"))
     tol.check_names(OUTPUT_NAMES)
-    main = load_pair(model)
+    main = load_pair(model, trust_modified=trust_modified)
     pairs = [main]
     for other in against:
-        pairs.append(load_pair(other))
+        pairs.append(load_pair(other, trust_modified=trust_modified))
     result = VerifyResult(model=str(model), reference="")
     if data is not None:
         raise UsageError("--data", "seq2seq verification takes the run's own data (--reference RUN_DIR), "
