@@ -184,6 +184,7 @@ class Stream:
         if (type(arr) is np.ndarray and arr.dtype == self._dtype and arr.ndim == rank
                 and arr.shape[0] == self.batch and (rank == 2 or arr.shape[1] >= 1)
                 and (self._features is None or arr.shape[-1] == self._features)):
+            # a frame is small: a float64 sum (which cannot overflow on float32 frames) is cheapest
             if self._check_nan and not math.isfinite(float(arr.sum(dtype=np.float64))):
                 self.model.check_nan(name, arr, self._nan)
             if self._norm is not None:
