@@ -19,6 +19,7 @@ from edgelstm.errors import EdgeLSTMError, UsageError
 @click.option("--against", multiple=True, type=click.Path(dir_okay=False),
               help="Another file of the same model (int8, fp16...) to verify too; repeatable.")
 @options.device
+@options.provider_option
 @click.option("--data", type=click.Path(dir_okay=False), default=None,
               help=".npz with arrays named after the graph inputs (x, lengths...) and optional labels y.")
 @click.option("--run-data/--no-run-data", "run_data", default=True, show_default=True,
@@ -39,8 +40,8 @@ from edgelstm.errors import EdgeLSTMError, UsageError
 @options.json_out
 @click.option("--plot", type=click.Path(dir_okay=False), default=None, help="PNG of drift error vs time step.")
 @click.option("-q", "--quiet", is_flag=True, help="Print only the verdict line.")
-def verify_cmd(model, reference, model_spec, checkpoint, against, device, data, run_data, data_limit, steps,
-               atol, min_snr, checks, oracles, seed, json_out, plot, quiet) -> int:
+def verify_cmd(model, reference, model_spec, checkpoint, against, device, provider_option, data, run_data,
+               data_limit, steps, atol, min_snr, checks, oracles, seed, json_out, plot, quiet) -> int:
     """Verify MODEL.onnx: outputs, task agreement, streaming parity, long-horizon drift, batch
     invariance and state round-trip, on every requested device and for every --against file.
 
@@ -48,7 +49,7 @@ def verify_cmd(model, reference, model_spec, checkpoint, against, device, data, 
     OUT.encoder.onnx or OUT.decoder_step.onnx (and the same for --against)."""
     try:
         return _verify(model, reference, model_spec, checkpoint, against, device, data, run_data, data_limit, steps,
-                       atol, min_snr, checks, oracles, seed, json_out, plot, quiet)
+                       atol, min_snr, checks, oracles, seed, json_out, plot, quiet, provider_option)
     except EdgeLSTMError as e:
         # verify's contract is 0 pass, 1 fail, 2 anything that kept it from judging (a missing or
         # foreign file, an unavailable device, a bad option): never 1, which means "model failed"
@@ -60,7 +61,8 @@ def verify_cmd(model, reference, model_spec, checkpoint, against, device, data, 
 
 
 def _verify(model, reference, model_spec, checkpoint, against, device, data, run_data, data_limit, steps,
-            atol, min_snr, checks, oracles, seed, json_out, plot, quiet) -> int:
+            atol, min_snr, checks, oracles, seed, json_out, plot, quiet, provider_option=()) -> int:
+    from edgelstm.runtime.providers import parse_provider_options
     from edgelstm.verify.core import verify
 
     if checkpoint and not model_spec:
@@ -72,7 +74,7 @@ def _verify(model, reference, model_spec, checkpoint, against, device, data, run
                     devices=devices, data=data, steps=steps, atol=atol, min_snr=min_snr, seed=seed,
                     checks=[c.strip() for c in checks.split(",") if c.strip()],
                     oracles=[o.strip() for o in oracles.split(",") if o.strip()], run_data=run_data,
-                    data_limit=data_limit)
+                    data_limit=data_limit, provider_options=parse_provider_options(provider_option))
     if json_out:
         result.write_json(json_out)
     text = result.table()
