@@ -93,6 +93,10 @@ class Stream:
         self._xval = ort.OrtValue.ortvalue_from_numpy(self._xbuf) if self._xbuf is not None else None
         self._ones = np.ones(b, self._lengths_dtype) if self._lengths_name else None
         self._step_bind = [self._make_binding(p) for p in range(2)]
+        # per parity: the re-binding calls of a step, frame first (bound method, name, value)
+        self._rebind = [([(b.bind_ortvalue_input, self._x_name, self._xval)] if self._xval is not None else [])
+                        + [(b.bind_ortvalue_input, k, v) for k, v in self._sets[p].items()]
+                        for p, b in enumerate(self._step_bind)]
         self._step_out: list[tuple[str, bool, np.ndarray]] | None = None
         self._feed_bind = [self._make_binding(p, step=False) for p in range(2)]
         self.steps = 0
@@ -210,10 +214,10 @@ class Stream:
             bnd = self._step_bind[p]
             if self._xval is not None:
                 self._xbuf2[...] = x
-                bnd.bind_ortvalue_input(self._x_name, self._xval)
             else:
                 bnd.bind_cpu_input(self._x_name, np.ascontiguousarray(x).reshape(self.batch, 1, -1))
-            self._bind_state(bnd, p)
+            for bind, name, value in self._rebind[p]:
+                bind(name, value)
             self._sess.run_with_iobinding(bnd)
             self._par = 1 - p
             self.steps += 1
