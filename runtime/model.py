@@ -465,6 +465,20 @@ class Model:
             return []
         return [n for n in self.node_placement if n.provider == CPU]
 
+    @property
+    def mixed_devices(self) -> bool:
+        """True when a GPU provider runs the graph and some nodes run on the CPU. onnxruntime copies
+        an input bound on one device and read by a node on another *when it is bound*, so a state
+        value on the GPU read by a CPU node must be bound again before every step
+        (:class:`~edgelstm.runtime.stream.Stream` and greedy decoding do then). False on the CPU
+        provider and when every node runs on the GPU: the state hand-over is then bound once."""
+        if self.providers[0] == CPU:
+            return False
+        try:
+            return bool(self.cpu_fallback_nodes)
+        except Exception:  # noqa: BLE001 - no placement record: assume the worst, re-binding is always correct
+            return True
+
     def describe(self) -> dict:
         """A JSON-ready summary: file, providers, I/O, states, manifest essentials."""
         return {

@@ -9,20 +9,21 @@ only compares the frame's shape and dtype. A stream used from two threads at onc
 The step path is one ``run_with_iobinding`` with no allocation on the CPU provider: the stream
 owns two sets of state buffers (onnxruntime values; on a GPU provider they live on the device)
 and two bindings, one reading set 0 and writing set 1, the other the reverse; each step copies
-the frame into the stream's input buffer, **re-binds every per-step input** (the frame and the
-state set it reads), runs the binding of the current parity and flips it. Per-step outputs go
-to preallocated buffers and are copied out (a few hundred bytes). Binding one buffer as both
-input and output would let onnxruntime overwrite the state it is reading; the two sets rule
-that out. ``feed`` (chunks of any length) uses the same state sets and lets onnxruntime
-allocate the other outputs.
+the frame into the stream's input buffer, **binds the frame again**, runs the binding of the
+current parity and flips it. Per-step outputs go to preallocated buffers and are copied out (a
+few hundred bytes). Binding one buffer as both input and output would let onnxruntime overwrite
+the state it is reading; the two sets rule that out. ``feed`` (chunks of any length) uses the
+same state sets and lets onnxruntime allocate the other outputs.
 
-Why re-bind each step: onnxruntime copies an input to the device of the node that reads it *when
-the input is bound* (``IOBinding.bind_cpu_input`` on a CUDA session, or a state value on one
-device read by a node that fell back to another). A binding made once and refilled in place
-would then feed every later step the contents seen at bind time. Re-binding costs about a
-microsecond per input and is the same code on every provider: on the CPU provider (and for a
-state already on the reading node's device) it stores a pointer and copies nothing, so the
-zero-copy state hand-over (outputs of step t are the inputs of step t+1) is kept.
+Why bind the frame each step: onnxruntime copies an input to the device of the node that reads
+it *when the input is bound* (``bind_cpu_input`` on a CUDA session, or any value on one device
+read by a node on another). A binding made once and refilled in place would feed every later
+step the frame seen at bind time. Re-binding is the same code on every provider: on the CPU it
+stores a pointer (a microsecond or two), on a GPU it uploads the frame. The state values live on
+the device that runs the graph and are read there, so their binding is made once and the
+hand-over (outputs of step t are the inputs of step t+1) copies nothing; when some nodes run on
+the CPU under a GPU provider (:attr:`Model.mixed_devices`), a state might be read across
+devices, and the state set is bound again before every step too.
 ``tests/test_stream_binding.py`` reproduces the copy-at-bind behaviour on a CPU.
 """
 from __future__ import annotations
@@ -93,9 +94,12 @@ class Stream:
         self._xval = ort.OrtValue.ortvalue_from_numpy(self._xbuf) if self._xbuf is not None else None
         self._ones = np.ones(b, self._lengths_dtype) if self._lengths_name else None
         self._step_bind = [self._make_binding(p) for p in range(2)]
-        # per parity: the re-binding calls of a step, frame first (bound method, name, value)
+        # per parity: the re-binding calls of a step (bound method, name, value): the frame, and the
+        # state set the step reads where it may be read on another device than it lives on
+        self._state_rebind = model.mixed_devices
         self._rebind = [([(b.bind_ortvalue_input, self._x_name, self._xval)] if self._xval is not None else [])
-                        + [(b.bind_ortvalue_input, k, v) for k, v in self._sets[p].items()]
+                        + ([(b.bind_ortvalue_input, k, v) for k, v in self._sets[p].items()]
+                           if self._state_rebind else [])
                         for p, b in enumerate(self._step_bind)]
         self._step_out: list[tuple[str, bool, np.ndarray]] | None = None
         self._feed_bind = [self._make_binding(p, step=False) for p in range(2)]
@@ -108,20 +112,23 @@ class Stream:
         return ort.OrtValue.ortvalue_from_numpy(np.array(arr, copy=True, order="C"), self._device, 0)
 
     def _make_binding(self, p: int, step: bool = True):
-        """The binding of parity ``p``: outputs are bound here once (onnxruntime writes them at run
-        time, wherever they live); the state inputs of set ``p`` are bound again before each run
-        (:meth:`_bind_state`). Only the step's lengths (ones, never changed) stay bound."""
+        """The binding of parity ``p``: state set ``p`` in, set ``1 - p`` out, the step's lengths
+        (ones, never changed). The frame is bound before each run (and, with mixed devices, the
+        state set again: :meth:`_bind_state`)."""
         bnd = self._sess.io_binding()
-        write = self._sets[1 - p]
+        read, write = self._sets[p], self._sets[1 - p]
         for name_in, name_out in self._pairs:
+            bnd.bind_ortvalue_input(name_in, read[name_in])
             bnd.bind_ortvalue_output(name_out, write[name_in])
         if step and self._ones is not None:
             bnd.bind_cpu_input(self._lengths_name, self._ones)
         return bnd
 
     def _bind_state(self, bnd, p: int) -> None:
-        """Bind state set ``p`` as the inputs of ``bnd`` now, right before it runs (see the module
-        docstring: a binding made earlier may hold a copy taken at that time)."""
+        """With mixed devices, bind state set ``p`` as the inputs of ``bnd`` now, right before it
+        runs (see the module docstring: a binding made earlier may hold a copy taken then)."""
+        if not self._state_rebind:
+            return
         bind = bnd.bind_ortvalue_input
         for name_in, value in self._sets[p].items():
             bind(name_in, value)

@@ -8,7 +8,9 @@ CPU test and is silently wrong on CUDA (issue 12: greedy tokens ``[3,3,3,3,0,0]`
 ``[3,3,6,6,6,6]`` on CPU). The ``copy_at_bind`` fixture makes both binding calls bind a private
 copy of the value taken at bind time, so a per-step input read from a binding made before its
 contents changed gives a wrong result here too (the pre-fix stream then differed from the whole
-sequence by 1.7e-2 to 2.3e-1 on the five streamable tiny models, and greedy decoding changed tokens).
+sequence by 1.5e-2 to 2.3e-1 on the streamable tiny models, and greedy decoding changed tokens).
+Two device layouts are emulated (see ``_emulate_copy_at_bind``): every node on the GPU (host data
+copied at bind, the state read where it lives) and mixed devices (every binding a copy).
 """
 from __future__ import annotations
 
@@ -46,9 +48,19 @@ def _private_copy(value: np.ndarray) -> ort.OrtValue:
     return copy
 
 
-@pytest.fixture
-def copy_at_bind(monkeypatch):
-    """Make IOBinding copy every bound input at bind time, as a GPU provider does."""
+STATE_INPUTS = ("h_in", "c_in")
+
+
+def _emulate_copy_at_bind(monkeypatch, mode: str) -> dict:
+    """Make IOBinding copy bound inputs at bind time, as onnxruntime does for an input that lives
+    on another device than the node reading it. ``mode``:
+
+    * ``"gpu"``: a session whose nodes all run on the GPU: host data (the frame, the token, the
+      lengths) is copied when bound; the state lives on the device where it is read, so a state
+      binding is not a copy (``Model.mixed_devices`` is False, as on the CPU provider);
+    * ``"mixed"``: some nodes on the CPU under a GPU provider: any input, state included, may be
+      read across devices, so every binding is a copy (``Model.mixed_devices`` is True).
+    """
     bind_ortvalue = ort.IOBinding.bind_ortvalue_input
     calls = {"cpu": 0, "ortvalue": 0}
 
@@ -58,10 +70,19 @@ def copy_at_bind(monkeypatch):
 
     def bind_ortvalue_input(self, name, value):
         calls["ortvalue"] += 1
-        bind_ortvalue(self, name, _private_copy(value.numpy()))
+        copy = mode == "mixed" or name not in STATE_INPUTS
+        bind_ortvalue(self, name, _private_copy(value.numpy()) if copy else value)
 
     monkeypatch.setattr(ort.IOBinding, "bind_cpu_input", bind_cpu_input)
     monkeypatch.setattr(ort.IOBinding, "bind_ortvalue_input", bind_ortvalue_input)
+    monkeypatch.setattr(runtime.Model, "mixed_devices", property(lambda self: mode == "mixed"))
+    return calls
+
+
+@pytest.fixture(params=["gpu", "mixed"])
+def copy_at_bind(request, monkeypatch):
+    calls = _emulate_copy_at_bind(monkeypatch, request.param)
+    calls["mode"] = request.param
     return calls
 
 
@@ -84,11 +105,12 @@ def _x(batch=2, time=9, features=3, seed=0):
     return np.random.default_rng(seed).standard_normal((batch, time, features)).astype(np.float32)
 
 
-def test_copy_at_bind_reproduces_the_device_behaviour(exported, copy_at_bind):
+def test_copy_at_bind_reproduces_the_device_behaviour(exported, monkeypatch):
     """The emulation itself: a bound host buffer changed afterwards is not what the run reads."""
     model = runtime.load(exported["gru-1x4"], device="cpu")
     sess = model.session
     x = np.zeros((1, 1, 3), np.float32)
+    calls = _emulate_copy_at_bind(monkeypatch, "gpu")
     bnd = sess.io_binding()
     bnd.bind_cpu_input("x", x)
     bnd.bind_cpu_input("lengths", np.ones(1, np.int32))
@@ -99,7 +121,7 @@ def test_copy_at_bind_reproduces_the_device_behaviour(exported, copy_at_bind):
     stale = bnd.get_outputs()[0].numpy()
     want = model.run(np.zeros((1, 1, 3), np.float32))[model.outputs[0].name]
     np.testing.assert_array_equal(stale, want)
-    assert copy_at_bind["cpu"] == 3
+    assert calls["cpu"] == 3
 
 
 @pytest.mark.parametrize("name", STREAMABLE)
@@ -117,8 +139,22 @@ def test_stream_steps_match_whole_run_when_inputs_are_copied_at_bind(exported, c
     np.testing.assert_allclose(got, whole[out], atol=STEP_TOL, err_msg=out)
     for k, v in whole.state.items():
         np.testing.assert_allclose(stream.state[k], v, atol=STEP_TOL, err_msg=k)
-    # every step re-bound its frame and its state (not only the first step's binding)
-    assert copy_at_bind["ortvalue"] >= (x.shape[1] - 1) * (1 + len(model.states))
+    # every step bound its frame again (and, on mixed devices, its state)
+    per_step = 1 + (len(model.states) if copy_at_bind["mode"] == "mixed" else 0)
+    assert copy_at_bind["ortvalue"] >= (x.shape[1] - 1) * per_step
+
+
+def test_mixed_devices_needs_the_state_bound_each_step(exported, monkeypatch):
+    """The flag matters: with every binding a copy but the state bound once, the stream goes wrong
+    (so the ``mixed`` cases above pass because the state is bound again, not by accident)."""
+    model = runtime.load(exported["lstm-1x4"], device="cpu", threads=1)
+    x = _x()
+    whole = model.run(x)
+    _emulate_copy_at_bind(monkeypatch, "mixed")
+    monkeypatch.setattr(runtime.Model, "mixed_devices", property(lambda self: False))
+    stream = model.stream(batch=2)
+    last = [stream.step(x[:, t]) for t in range(x.shape[1])][-1]
+    assert np.abs(last["logits"] - whole["logits"]).max() > 100 * STEP_TOL
 
 
 def test_stream_feed_chunks_match_whole_run_when_inputs_are_copied_at_bind(exported, copy_at_bind):
@@ -134,17 +170,14 @@ def test_stream_feed_chunks_match_whole_run_when_inputs_are_copied_at_bind(expor
     np.testing.assert_allclose(last.state["c_in"], whole.state["c_in"], atol=STEP_TOL)
 
 
+@pytest.mark.parametrize("mode", ["gpu", "mixed"])
 @pytest.mark.parametrize("name", SEQ2SEQ)
-def test_greedy_decoding_matches_when_inputs_are_copied_at_bind(exported, name, monkeypatch):
+def test_greedy_decoding_matches_when_inputs_are_copied_at_bind(exported, name, mode, monkeypatch):
     model = runtime.load(exported[name], device="cpu", threads=1)
     src = np.array(SEQ2SEQ[name][1], dtype=np.int64)
     want = model.generate(src, max_len=6, return_attention=True)
     assert any(len(t) > 1 and len(set(t)) > 1 for t in want.tokens), "a test needing a changing token"
-    bind_ortvalue = ort.IOBinding.bind_ortvalue_input
-    monkeypatch.setattr(ort.IOBinding, "bind_cpu_input",
-                        lambda self, n, a: bind_ortvalue(self, n, _private_copy(a)))
-    monkeypatch.setattr(ort.IOBinding, "bind_ortvalue_input",
-                        lambda self, n, v: bind_ortvalue(self, n, _private_copy(v.numpy())))
+    _emulate_copy_at_bind(monkeypatch, mode)
     got = model.generate(src, max_len=6, return_attention=True)
     # the same graph on the same provider and threads: token choices are identical, and the
     # attention weights agree to fp32 rounding (the path differs only in what it binds)
