@@ -675,15 +675,29 @@ class Model:
             raise UsageError(name, "this model normalizes its input on the host; a device-resident OrtValue "
                              "would skip that", expected="a numpy array (normalized by the runtime)",
                              got="an OrtValue")
-        shape, dtype = list(x.shape()), ort_type_to_dtype(x.data_type())
-        if dtype != spec.dtype.name:
-            raise InputError(name, "wrong dtype", expected=spec.dtype.name, got=dtype)
+        shape = list(x.shape())
         if len(shape) != 3 or shape[0] < 1 or shape[1] < 1:
             raise InputError(name, "wrong shape", expected="[batch >= 1, time >= 1, features]", got=shape)
         f = spec.fixed(-1)
         if f is not None and shape[-1] != f:
             raise InputError(name, "wrong feature size", expected=f, got=shape[-1])
-        return x
+        return self._check_ortvalue(name, x, spec)
+
+    def _check_ortvalue(self, name: str, value: ort.OrtValue, spec: IOSpec) -> ort.OrtValue:
+        """A device-resident input: its dtype must be the graph's (no cast without a host copy),
+        its shape the graph's where fixed; no NaN/Inf scan. States are taken as numpy only."""
+        if name in {s.input for s in self.states}:
+            raise UsageError(name, "a state is taken as a numpy array (state=...), not as an OrtValue",
+                             expected="numpy", got="an OrtValue")
+        shape, dtype = list(value.shape()), ort_type_to_dtype(value.data_type())
+        if dtype != spec.dtype.name:
+            raise InputError(name, "wrong dtype", expected=spec.dtype.name, got=dtype)
+        if len(shape) != spec.rank or 0 in shape:
+            raise InputError(name, "wrong shape", expected=list(spec.shape), got=shape)
+        for axis, d in enumerate(spec.shape):
+            if isinstance(d, int) and d > 0 and shape[axis] != d:
+                raise InputError(name, f"wrong size of dimension {axis}", expected=d, got=shape[axis])
+        return value
 
     def _check_named_inputs(self, inputs: Mapping[str, Any]) -> dict[str, np.ndarray]:
         out = {}
@@ -693,6 +707,9 @@ class Model:
                 raise InputError(name, "unknown input", expected=[s.name for s in self.inputs], got=name)
             if name == self.x_name:
                 out[name] = self._check_ortvalue_x(value) if isinstance(value, ort.OrtValue) else self.prepare_x(value)
+                continue
+            if isinstance(value, ort.OrtValue):
+                out[name] = self._check_ortvalue(name, value, spec)
                 continue
             arr = np.asarray(value)
             if arr.ndim != spec.rank:

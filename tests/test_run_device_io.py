@@ -78,6 +78,26 @@ def test_ortvalue_x_is_checked(models, key, value, error, match):
         models[key].run(value)
 
 
+@pytest.mark.parametrize("inputs, error, match", [
+    ({"lengths": ort.OrtValue.ortvalue_from_numpy(np.array([6, 3, 1], np.int64))}, InputError,
+     "lengths | wrong dtype; expected int32, got int64"),
+    ({"lengths": ort.OrtValue.ortvalue_from_numpy(np.array([[6, 3, 1]], np.int32))}, InputError,
+     "lengths | wrong shape; expected ['batch'], got [1, 3]"),
+    ({"h_in": ort.OrtValue.ortvalue_from_numpy(np.zeros((2, 3, 8), np.float32))}, UsageError,
+     "h_in | a state is taken as a numpy array (state=...), not as an OrtValue; expected numpy, got an OrtValue"),
+], ids=["lengths-dtype", "lengths-rank", "state"])
+def test_other_ortvalue_inputs_are_checked(models, inputs, error, match):
+    with pytest.raises(error, match=re.escape(match)):
+        models["plain"].run(_x(), inputs=inputs)
+
+
+def test_ortvalue_lengths_feed_the_graph(models):
+    model = models["plain"]
+    x = _x()
+    got = model.run(inputs={"x": x, "lengths": ort.OrtValue.ortvalue_from_numpy(np.array([6, 3, 1], np.int32))})
+    np.testing.assert_array_equal(got["logits"], model.run(x, lengths=[6, 3, 1])["logits"])
+
+
 def test_output_device_must_be_one_the_session_can_reach(models):
     with pytest.raises(UsageError, match=re.escape("output_device | outputs cannot be placed on this device with "
                                                    "this session; expected ('cpu',), got cuda")):
