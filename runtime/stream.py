@@ -37,7 +37,7 @@ import onnxruntime as ort
 
 from edgelstm.errors import InputError, StreamInUseError, UnsupportedError, UsageError
 from edgelstm.fileio import atomic_path
-from edgelstm.runtime.model import NAN_MODES, Model, RunResult
+from edgelstm.runtime.model import NAN_MODES, Model, RunResult, all_finite
 
 
 class Stream:
@@ -195,8 +195,10 @@ class Stream:
         if (type(arr) is np.ndarray and arr.dtype == self._dtype and arr.ndim == rank
                 and arr.shape[0] == self.batch and (rank == 2 or arr.shape[1] >= 1)
                 and (self._features is None or arr.shape[-1] == self._features)):
-            # a frame is small: a float64 sum (which cannot overflow on float32 frames) is cheapest
-            if self._check_nan and not math.isfinite(float(arr.sum(dtype=np.float64))):
+            # a frame is small: a float64 sum (which cannot overflow on float32 frames) is cheapest;
+            # a chunk may be large: one pass in its own dtype (all_finite)
+            if self._check_nan and not (math.isfinite(float(arr.sum(dtype=np.float64))) if rank == 2
+                                        else all_finite(arr)):
                 self.model.check_nan(name, arr, self._nan)
             if self._norm is not None:
                 arr = arr * self._norm[0] + self._norm[1]
