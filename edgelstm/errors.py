@@ -95,6 +95,11 @@ class ProviderUnavailableError(EdgeLSTMError):
     exit_code = 10
 
 
+class StreamInUseError(UsageError):
+    """A :class:`~edgelstm.runtime.stream.Stream` called from a second thread while a call on it
+    is still running (a stream owns one state: use one stream per thread)."""
+
+
 class VerificationError(EdgeLSTMError):
     """A model failed verification (used where an exception, not a report, is wanted)."""
 

@@ -413,15 +413,19 @@ def measure_floor(facts: GraphFacts, *, batch: int, time_steps: int, per_step_he
 
 
 # ============================================================================ sessions and inputs
-def resolve_providers(device: str) -> tuple[list[str], list[dict]]:
+def resolve_providers(device: str, provider_options: dict[str, dict[str, Any]] | None = None
+                      ) -> tuple[list[str], list[dict]]:
     """``cpu`` / ``cuda`` / ... -> (providers, options) via the runtime's resolver; a benchmark
-    never falls back silently, so an unavailable device raises ProviderUnavailableError."""
-    from edgelstm.runtime.providers import plan_providers
+    never falls back silently, so an unavailable device raises ProviderUnavailableError.
+    ``provider_options`` (provider name -> options, e.g. CUDA's ``use_tf32``) must name
+    providers this run uses."""
+    from edgelstm.runtime.providers import check_provider_options, plan_providers
 
     if "," in device:  # a list would read as a fallback chain and time only its first available entry
         raise UsageError("--device", "bench times one device per run", expected="one of cpu, cuda, tensorrt, arm, "
                          "coreml, nnapi, qnn (run once per device, then merge with edgelstm bench-report)", got=device)
-    plan = plan_providers(device, fallback=False)
+    plan = plan_providers(device, fallback=False, provider_options=provider_options)
+    check_provider_options(provider_options, plan.providers)
     return plan.providers, plan.options
 
 
@@ -537,6 +541,7 @@ class Settings:
     floor: bool = True
     seed: int = 0
     trust_modified: bool = False  # load files whose seal fails (see edgelstm.runtime.integrity)
+    provider_options: dict = field(default_factory=dict)  # provider name -> options, e.g. CUDA's use_tf32
 
     def __post_init__(self) -> None:
         if self.threads is not None and self.threads < 1:
@@ -593,7 +598,7 @@ def bench_onnx(path: str | os.PathLike, cases: Sequence[Case], settings: Setting
     # the runtime's own load: the seal, the manifest's schema and its agreement with the graph,
     # so bench refuses exactly what run refuses (one small CPU session, before the timed one)
     manifest = Model(*read_model_bytes(path), device="cpu", threads=1, trust_modified=settings.trust_modified).manifest
-    providers, provider_options = resolve_providers(settings.device)
+    providers, provider_options = resolve_providers(settings.device, settings.provider_options)
     facts = graph_facts(path)
     so = session_options(settings.threads)
     rss0 = _rss_mb()
@@ -694,8 +699,9 @@ def bench_runtime(path: str | os.PathLike, cases: Sequence[Case], settings: Sett
     facts = graph_facts(path)
     rss0 = _rss_mb()
     t0 = time.perf_counter()
+    resolve_providers(settings.device, settings.provider_options)  # refuses options for unused providers
     loaded = runtime.load(path, device=settings.device, threads=settings.threads, fallback=False,
-                          trust_modified=settings.trust_modified)
+                          provider_options=settings.provider_options or None, trust_modified=settings.trust_modified)
     create_s = time.perf_counter() - t0
     role = "model"
     if isinstance(loaded, runtime.Seq2SeqModel):

@@ -52,6 +52,7 @@ class StreamGroup:
         self._nan = nan
         self._sess = model.session
         self._device = model.state_device
+        self._mixed = model.mixed_devices
         self._x_name = model.x_name
         self._lengths_name = model.lengths_name
         self._lengths_dtype = model._in[model.lengths_name].dtype if model.lengths_name else None
@@ -117,11 +118,18 @@ class StreamGroup:
             self._binds = [self._binding(p) for p in range(2)]
             self._outs = None
         else:
-            # a copy into the bound value, on every provider (a host array bound once would be read
-            # once: a GPU provider copies it at bind time)
             self._x.update_inplace(np.ascontiguousarray(x[:, None]))
         p = self._par
         bnd = self._binds[p]
+        # bound again before every run: onnxruntime copies an input read on another device than
+        # the one it lives on *when it is bound* (as Stream does; tests/test_stream_binding.py)
+        bnd.bind_ortvalue_input(self._x_name, self._x)
+        if self._mixed:  # a state read across devices: its binding is a copy too
+            read = self._sets[p]
+            for name_in, _ in self._pairs:
+                bnd.bind_ortvalue_input(name_in, read[name_in])
+            if self._lengths_name is not None:
+                bnd.bind_ortvalue_input(self._lengths_name, self._ones)
         self._sess.run_with_iobinding(bnd)
         self._par = 1 - p
         self.steps += 1

@@ -28,7 +28,7 @@ from typing import Any, Sequence
 
 import onnxruntime as ort
 
-from edgelstm.errors import ProviderUnavailableError, UnknownChoiceError
+from edgelstm.errors import ProviderUnavailableError, UnknownChoiceError, UsageError
 
 log = logging.getLogger("edgelstm.runtime")
 
@@ -165,6 +165,42 @@ def plan_providers(device: str | Sequence[str] = "auto", *, fallback: bool = Tru
         o.update((provider_options or {}).get(p, {}))
         opts.append(o)
     return ProviderPlan(requested=chain, providers=providers, options=opts, primary=primary, fell_back=not usable)
+
+
+def parse_provider_options(values: Sequence[str] | None,
+                           option: str = "--provider-option") -> dict[str, dict[str, str]]:
+    """``["cuda:use_tf32=0", "tensorrt:trt_fp16_enable=False"]`` -> ``{provider name: {key: value}}``.
+
+    The part before ``:`` is a device name (``cuda``, ``tensorrt``, ``qnn``... : its first
+    provider) or a full onnxruntime provider name; values stay strings (onnxruntime parses
+    provider options from strings). A later value for the same key replaces an earlier one."""
+    out: dict[str, dict[str, str]] = {}
+    for raw in values or ():
+        head, sep, kv = str(raw).partition(":")
+        key, eq, value = kv.partition("=")
+        if not sep or not eq or not head.strip() or not key.strip():
+            raise UsageError(option, "malformed provider option", expected="DEVICE:KEY=VALUE, e.g. cuda:use_tf32=0",
+                             got=raw)
+        dev = head.strip()
+        if dev.lower() in _CHAINS and dev.lower() != "arm":
+            provider = _CHAINS[dev.lower()][0]
+        elif dev.endswith("ExecutionProvider"):
+            provider = dev
+        else:
+            known = sorted(k for k in _CHAINS if k != "arm")
+            raise UnknownChoiceError(option, f"unknown device {dev!r}",
+                                     expected=known + ["an onnxruntime provider name"], got=raw)
+        out.setdefault(provider, {})[key.strip()] = value.strip()
+    return out
+
+
+def check_provider_options(options: dict[str, dict[str, Any]] | None, providers: Sequence[str],
+                           option: str = "--provider-option") -> None:
+    """Options for a provider that will not run are a usage error, not silently ignored."""
+    for provider in options or {}:
+        if provider not in providers:
+            raise UsageError(option, f"options given for {provider}, which this run does not use",
+                             expected=f"options for one of {list(providers)}", got=provider)
 
 
 def ort_type_to_dtype(t: str) -> str:

@@ -1,9 +1,12 @@
 """Greedy decoding for the attention seq2seq export: ``X.encoder.onnx`` + ``X.decoder_step.onnx``.
 
 The encoder runs once over the source; the decoder step runs once per output token as one
-``run_with_iobinding`` with no allocation: two state sets swapped between steps, memory and
-source lengths bound once, logits written to a preallocated buffer and the next token written by
-``argmax`` straight into the bound token buffer (``benchmarks/seq2seq_step.py`` measures it
+``run_with_iobinding`` with no allocation on the CPU provider: two state sets swapped between
+steps, memory and source lengths bound once, logits written to a preallocated buffer, the next
+token written by ``argmax`` into the token buffer and bound again before each step (a binding
+copies an input that lives on another device than the node reading it, so a binding made once
+would feed every step the first token on a GPU: see :mod:`edgelstm.runtime.stream`;
+``benchmarks/seq2seq_step.py`` measures it
 against a bare ``session.run`` loop). Token ids come from the
 manifest's ``special_tokens`` (pad/bos/eos; defaults 0/1/2) and strings are encoded with its
 ``vocab``: character by character when every ordinary token is one character (or
@@ -197,9 +200,12 @@ class Seq2SeqModel:
 
         Two bindings are made once per call: binding ``p`` reads state set ``p`` and writes set
         ``1 - p`` (set 0 is the encoder's final state, set 1 fresh buffers), so a step never
-        overwrites the state it reads. ``memory`` and ``src_lengths`` are bound once; ``token``
-        is a bound numpy buffer that ``logits.argmax(out=...)`` refills in place, and logits (and
-        attention) go to preallocated numpy buffers. Returns the token history ``[steps, batch]``,
+        overwrites the state it reads. ``memory`` and ``src_lengths`` (constant) are bound once;
+        ``token`` is a numpy buffer that ``logits.argmax(out=...)`` refills in place and that is
+        bound again before every step (on the CPU provider a re-bind stores a pointer; on a GPU
+        it uploads the new token), as is the state set the step reads when the decoder runs on
+        mixed devices (:attr:`Model.mixed_devices`); logits (and attention) go to preallocated
+        numpy buffers. Returns the token history ``[steps, batch]``,
         each row's token count (up to, not including, its eos) and the attention history.
         ``until_eos=False`` decodes exactly ``max_len`` tokens (what :mod:`edgelstm.runtime.bench` times)."""
         dec = self.decoder
@@ -224,10 +230,10 @@ class Seq2SeqModel:
         tok_v = ort.OrtValue.ortvalue_from_numpy(tok)
         logits_v = ort.OrtValue.ortvalue_from_numpy(logits)
         attn_v = ort.OrtValue.ortvalue_from_numpy(attn_buf) if attn_buf is not None else None
-        binds = []
+        binds, rebind = [], []
+        mixed = dec.mixed_devices  # a state read on another device than it lives on: bind it each step
         for p in range(2):
             bnd = sess.io_binding()
-            bnd.bind_ortvalue_input("token", tok_v)
             bnd.bind_ortvalue_input("memory", memory)
             bnd.bind_cpu_input("src_lengths", src_lengths)
             for name_in, name_out in self._state_map.items():
@@ -237,6 +243,9 @@ class Seq2SeqModel:
             if attn_v is not None:
                 bnd.bind_ortvalue_output("attention", attn_v)
             binds.append(bnd)
+            # the per-step inputs, bound again right before each run: the token (and state set p)
+            rebind.append([(bnd.bind_ortvalue_input, "token", tok_v)]
+                          + ([(bnd.bind_ortvalue_input, k, sets[p][k]) for k in self._state_map] if mixed else []))
         run = sess.run_with_iobinding
         hist = np.empty((max_len, batch), np.int64)
         attn = np.empty((max_len, batch, width), attn_buf.dtype) \
@@ -245,6 +254,8 @@ class Seq2SeqModel:
         eos = self.eos
         argmax = logits.argmax
         for t in range(max_len):
+            for bind, name, value in rebind[t & 1]:
+                bind(name, value)
             run(binds[t & 1])
             argmax(1, out=amax)
             if amax is not tok:

@@ -3,16 +3,28 @@
 A :class:`Stream` owns its state; the :class:`~edgelstm.runtime.model.Model` it comes from is
 shared and never changes, so any number of streams (in any number of threads, one thread per
 stream) can use one model. The input spec is checked once when the stream is made, so a step
-only compares the frame's shape and dtype.
+only compares the frame's shape and dtype. A stream used from two threads at once raises
+:class:`~edgelstm.errors.StreamInUseError` (an atomic in-use token, not a lock: nothing waits).
 
-The step path is one ``run_with_iobinding`` with no allocation and no re-binding: the stream
+The step path is one ``run_with_iobinding`` with no allocation on the CPU provider: the stream
 owns two sets of state buffers (onnxruntime values; on a GPU provider they live on the device)
-and two bindings made once, one reading set 0 and writing set 1, the other the reverse; each
-step copies the frame into a bound input buffer, runs the binding of the current parity and
-flips it. Per-step outputs go to preallocated buffers and are copied out (a few hundred bytes).
-Binding one buffer as both input and output would let onnxruntime overwrite the state it is
-reading; the two sets rule that out. ``feed`` (chunks of any length) uses the same state sets
-and lets onnxruntime allocate the other outputs.
+and two bindings, one reading set 0 and writing set 1, the other the reverse; each step copies
+the frame into the stream's input buffer, **binds the frame again**, runs the binding of the
+current parity and flips it. Per-step outputs go to preallocated buffers and are copied out (a
+few hundred bytes). Binding one buffer as both input and output would let onnxruntime overwrite
+the state it is reading; the two sets rule that out. ``feed`` (chunks of any length) uses the
+same state sets and lets onnxruntime allocate the other outputs.
+
+Why bind the frame each step: onnxruntime copies an input to the device of the node that reads
+it *when the input is bound* (``bind_cpu_input`` on a CUDA session, or any value on one device
+read by a node on another). A binding made once and refilled in place would feed every later
+step the frame seen at bind time. Re-binding is the same code on every provider: on the CPU it
+stores a pointer (a microsecond or two), on a GPU it uploads the frame. The state values live on
+the device that runs the graph and are read there, so their binding is made once and the
+hand-over (outputs of step t are the inputs of step t+1) copies nothing; when some nodes run on
+the CPU under a GPU provider (:attr:`Model.mixed_devices`), a state might be read across
+devices, and the state set is bound again before every step too.
+``tests/test_stream_binding.py`` reproduces the copy-at-bind behaviour on a CPU.
 """
 from __future__ import annotations
 
@@ -23,9 +35,9 @@ from typing import Any, Mapping
 import numpy as np
 import onnxruntime as ort
 
-from edgelstm.errors import InputError, UnsupportedError, UsageError
+from edgelstm.errors import InputError, StreamInUseError, UnsupportedError, UsageError
 from edgelstm.fileio import atomic_path
-from edgelstm.runtime.model import NAN_MODES, Model, RunResult
+from edgelstm.runtime.model import NAN_MODES, Model, RunResult, all_finite
 
 
 class Stream:
@@ -36,7 +48,8 @@ class Stream:
     ``chunk [batch, time, features]`` -> outputs and state after the chunk. ``reset()`` zeroes
     the state. ``state`` is a dict of numpy arrays (a copy; assign a dict to restore it);
     :meth:`save_state` / :meth:`load_state` persist it as ``.npz``.
-    A stream is not itself thread-safe: use one stream per thread.
+    A stream is used by one thread at a time: a call made while another thread's call on the same
+    stream is running raises :class:`~edgelstm.errors.StreamInUseError` (use one stream per thread).
     """
 
     def __init__(self, model: Model, batch: int = 1, *, nan: str | None = None):
@@ -78,11 +91,20 @@ class Stream:
         # state set p -> set 1-p, per-step outputs -> preallocated buffers (made on the first step)
         self._xbuf = np.zeros((b, 1, self._features), self._dtype) if self._features else None
         self._xbuf2 = self._xbuf[:, 0] if self._xbuf is not None else None
+        self._xval = ort.OrtValue.ortvalue_from_numpy(self._xbuf) if self._xbuf is not None else None
         self._ones = np.ones(b, self._lengths_dtype) if self._lengths_name else None
         self._step_bind = [self._make_binding(p) for p in range(2)]
+        # per parity: the re-binding calls of a step (bound method, name, value): the frame, and the
+        # state set the step reads where it may be read on another device than it lives on
+        self._state_rebind = model.mixed_devices
+        self._rebind = [([(b.bind_ortvalue_input, self._x_name, self._xval)] if self._xval is not None else [])
+                        + ([(b.bind_ortvalue_input, k, v) for k, v in self._sets[p].items()]
+                           if self._state_rebind else [])
+                        for p, b in enumerate(self._step_bind)]
         self._step_out: list[tuple[str, bool, np.ndarray]] | None = None
         self._feed_bind = [self._make_binding(p, step=False) for p in range(2)]
         self.steps = 0
+        self._free = [True]  # the in-use token: list.pop / list.append are atomic
 
     # -------------------------------------------------------------- buffers and bindings
     def _ortvalue(self, arr: np.ndarray) -> ort.OrtValue:
@@ -90,24 +112,45 @@ class Stream:
         return ort.OrtValue.ortvalue_from_numpy(np.array(arr, copy=True, order="C"), self._device, 0)
 
     def _make_binding(self, p: int, step: bool = True):
+        """The binding of parity ``p``: state set ``p`` in, set ``1 - p`` out, the step's lengths
+        (ones, never changed). The frame is bound before each run (and, with mixed devices, the
+        state set again: :meth:`_bind_state`)."""
         bnd = self._sess.io_binding()
         read, write = self._sets[p], self._sets[1 - p]
         for name_in, name_out in self._pairs:
             bnd.bind_ortvalue_input(name_in, read[name_in])
             bnd.bind_ortvalue_output(name_out, write[name_in])
-        if step:
-            if self._xbuf is not None:
-                bnd.bind_cpu_input(self._x_name, self._xbuf)
-            if self._ones is not None:
-                bnd.bind_cpu_input(self._lengths_name, self._ones)
+        if step and self._ones is not None:
+            bnd.bind_cpu_input(self._lengths_name, self._ones)
         return bnd
+
+    def _bind_state(self, bnd, p: int) -> None:
+        """With mixed devices, bind state set ``p`` as the inputs of ``bnd`` now, right before it
+        runs (see the module docstring: a binding made earlier may hold a copy taken then)."""
+        if not self._state_rebind:
+            return
+        bind = bnd.bind_ortvalue_input
+        for name_in, value in self._sets[p].items():
+            bind(name_in, value)
+
+    def _acquire(self) -> None:
+        try:
+            self._free.pop()
+        except IndexError:
+            raise StreamInUseError(repr(self), "stream used from two threads at once: a call on it is still "
+                                   "running in another thread", expected="one thread per stream "
+                                   "(model.stream() makes another)", got="a concurrent call") from None
 
     def reset(self) -> None:
         """Zero the state (the start of a new utterance / sequence)."""
-        cur = self._sets[self._par]
-        for k, z in self._zeros.items():
-            cur[k].update_inplace(z)
-        self.steps = 0
+        self._acquire()
+        try:
+            cur = self._sets[self._par]
+            for k, z in self._zeros.items():
+                cur[k].update_inplace(z)
+            self.steps = 0
+        finally:
+            self._free.append(True)
 
     @property
     def state(self) -> dict[str, np.ndarray]:
@@ -117,9 +160,13 @@ class Stream:
     @state.setter
     def state(self, value: Mapping[str, Any]) -> None:
         checked = self.model.prepare_state(value, self.batch)  # validates names, shapes, batch, dtype
-        cur = self._sets[self._par]
-        for k, v in checked.items():
-            cur[k].update_inplace(np.ascontiguousarray(v))
+        self._acquire()
+        try:
+            cur = self._sets[self._par]
+            for k, v in checked.items():
+                cur[k].update_inplace(np.ascontiguousarray(v))
+        finally:
+            self._free.append(True)
 
     def save_state(self, path: str | Path) -> Path:
         """Write the state to ``path`` (``.npz``) atomically."""
@@ -141,7 +188,10 @@ class Stream:
         if (type(arr) is np.ndarray and arr.dtype == self._dtype and arr.ndim == rank
                 and arr.shape[0] == self.batch and (rank == 2 or arr.shape[1] >= 1)
                 and (self._features is None or arr.shape[-1] == self._features)):
-            if self._check_nan and not math.isfinite(float(arr.sum(dtype=np.float64))):
+            # a frame is small: a float64 sum (which cannot overflow on float32 frames) is cheapest;
+            # a chunk may be large: one pass in its own dtype (all_finite)
+            if self._check_nan and not (math.isfinite(float(arr.sum(dtype=np.float64))) if rank == 2
+                                        else all_finite(arr)):
                 self.model.check_nan(name, arr, self._nan)
             if self._norm is not None:
                 arr = arr * self._norm[0] + self._norm[1]
@@ -154,32 +204,50 @@ class Stream:
     def step(self, frame: Any) -> RunResult:
         """One time step: ``frame [batch, features]``. Per-step outputs lose their time axis."""
         x = self._prepare(frame, 2)
-        if self._step_out is None:  # first step: learn the output shapes through feed, then preallocate
-            r = self._feed(np.ascontiguousarray(x[:, None]))
-            self._step_out = []
-            for name, per_step in self._data:
-                buf = np.empty(r.outputs[name].shape, r.outputs[name].dtype)
-                self._step_out.append((name, per_step, buf))
-                for bnd in self._step_bind:
-                    bnd.bind_ortvalue_output(name, ort.OrtValue.ortvalue_from_numpy(buf))
-            return RunResult({n: (r.outputs[n][:, 0] if per_step else r.outputs[n]) for n, per_step in self._data},
+        free = self._free
+        try:
+            free.pop()
+        except IndexError:
+            self._acquire()  # raises StreamInUseError
+        try:
+            if self._step_out is None:  # first step: learn the output shapes through feed, then preallocate
+                return self._first_step(x)
+            p = self._par
+            bnd = self._step_bind[p]
+            if self._xval is not None:
+                self._xbuf2[...] = x
+            else:
+                bnd.bind_cpu_input(self._x_name, np.ascontiguousarray(x).reshape(self.batch, 1, -1))
+            for bind, name, value in self._rebind[p]:
+                bind(name, value)
+            self._sess.run_with_iobinding(bnd)
+            self._par = 1 - p
+            self.steps += 1
+            return RunResult({name: (buf[:, 0] if per_step else buf).copy() for name, per_step, buf in self._step_out},
                              None, self.model.labels, self.model.label_output)
-        p = self._par
-        bnd = self._step_bind[p]
-        if self._xbuf2 is not None:
-            self._xbuf2[...] = x
-        else:
-            bnd.bind_cpu_input(self._x_name, x.reshape(self.batch, 1, -1))
-        self._sess.run_with_iobinding(bnd)
-        self._par = 1 - p
-        self.steps += 1
-        return RunResult({name: (buf[:, 0] if per_step else buf).copy() for name, per_step, buf in self._step_out},
+        finally:
+            free.append(True)
+
+    def _first_step(self, x: np.ndarray) -> RunResult:
+        r = self._feed(np.ascontiguousarray(x[:, None]))
+        self._step_out = []
+        for name, per_step in self._data:
+            buf = np.empty(r.outputs[name].shape, r.outputs[name].dtype)
+            self._step_out.append((name, per_step, buf))
+            for bnd in self._step_bind:
+                bnd.bind_ortvalue_output(name, ort.OrtValue.ortvalue_from_numpy(buf))
+        return RunResult({n: (r.outputs[n][:, 0] if per_step else r.outputs[n]) for n, per_step in self._data},
                          None, self.model.labels, self.model.label_output)
 
     def feed(self, chunk: Any, lengths: Any = None) -> RunResult:
         """A chunk of steps: ``chunk [batch, time, features]``; ``lengths`` (optional, per sequence)
         stops a sequence early: its state then stays at its last valid step."""
-        return self._feed(np.ascontiguousarray(self._prepare(chunk, 3)), lengths)
+        x = np.ascontiguousarray(self._prepare(chunk, 3))
+        self._acquire()
+        try:
+            return self._feed(x, lengths)
+        finally:
+            self._free.append(True)
 
     def _feed(self, x: np.ndarray, lengths: Any = None) -> RunResult:
         time = x.shape[1]
@@ -188,6 +256,7 @@ class Stream:
         p = self._par
         bnd = self._feed_bind[p]
         bnd.bind_cpu_input(self._x_name, x)
+        self._bind_state(bnd, p)
         lens = None
         if self._lengths_name is not None:
             lens = self.model.prepare_lengths(lengths, self.batch, time)

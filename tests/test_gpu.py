@@ -196,6 +196,30 @@ def test_cuda_seq2seq_generates_the_cpu_tokens(exported, tmp_path):
     assert gpu.generate(src).tokens == want and any(want)
 
 
+@needs_cuda
+@pytest.mark.parametrize("tf32", ["1", "0"], ids=["tf32-on", "tf32-off"])
+def test_cuda_verify_passes_a_faithful_model_with_and_without_tf32(exported, tmp_path, tf32):
+    """Issue 12: the fp32 profile rejected what TF32 computes; each setting gets its own profile."""
+    _usable(CUDA, tmp_path)
+    from edgelstm.verify import verify
+
+    r = verify(exported["gru-1x4"], devices=["cpu", "cuda"], steps=200, provider_options={CUDA: {"use_tf32": tf32}})
+    assert r.passed, r.table()
+    assert r.config["candidate_profiles"]["ort:cuda[gru-1x4.onnx]"] == ("tf32" if tf32 == "1" else "fp32")
+
+
+@needs_cuda
+def test_cuda_run_takes_and_returns_device_values(exported, tmp_path):
+    _usable(CUDA, tmp_path)
+    gpu = runtime.load(exported["gru-1x4"], device="cuda", fallback=False)
+    cpu = runtime.load(exported["gru-1x4"], device="cpu")
+    x = _x()
+    r = gpu.run(ort.OrtValue.ortvalue_from_numpy(x, "cuda", 0), output_device="cuda")
+    name = cpu.outputs[0].name
+    assert r[name].device_name() == "cuda"
+    np.testing.assert_allclose(r[name].numpy(), cpu.run(x)[name], atol=CUDA_TOL, rtol=CUDA_TOL)
+
+
 @needs_trt
 def test_tensorrt_matches_cpu(exported, tmp_path):
     _usable(TRT, tmp_path)

@@ -133,3 +133,20 @@ def test_group_needs_a_streamable_model(tmp_path):
         bi.streams(2)
     with pytest.raises(UsageError, match=re.escape("n | stream count must be an integer >= 0")):
         runtime.load(save(build_recurrent(RecurrentSpec()), tmp_path / "u.onnx"), device="cpu").streams(-1)
+
+
+@pytest.mark.parametrize("mode", ["gpu", "mixed"])
+def test_group_under_copy_at_bind_device_semantics(models, monkeypatch, mode):
+    """As on a GPU provider, a bound input is copied when bound (tests/test_stream_binding.py):
+    the group must still equal separate streams, which step under the same emulation."""
+    from test_stream_binding import _emulate_copy_at_bind
+
+    _emulate_copy_at_bind(monkeypatch, mode)
+    model = models["lstm-2layer"]
+    frames = _frames(9, 3, seed=7)
+    group, singles = model.streams(3), [model.stream(1) for _ in range(3)]
+    for t in range(frames.shape[0]):
+        out = group.step(frames[t])
+        for i, s in enumerate(singles):
+            np.testing.assert_allclose(out.outputs["y"][i:i + 1], s.step(frames[t, i:i + 1]).outputs["y"],
+                                       atol=GROUP_TOL, rtol=0)

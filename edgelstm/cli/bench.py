@@ -17,6 +17,7 @@ import click
 
 from edgelstm.cli.options import device as device_option
 from edgelstm.cli.options import json_out as json_option
+from edgelstm.cli.options import provider_option as provider_option_option
 from edgelstm.cli.options import threads as threads_option
 from edgelstm.cli.options import trust_modified as trust_modified_option
 from edgelstm.errors import CheckpointError, UsageError
@@ -60,7 +61,12 @@ def _progress(line: str) -> None:
 # ---------------------------------------------------------------------------------- PyTorch
 def bench_torch(run_dir: str, feeds_for: Callable[[Any], dict], graph_role: str, cases: Sequence[Any],
                 settings: Any, progress: Callable[[str], None] | None = None) -> list[dict]:
-    """Time PyTorch eager on the same cases and inputs as the ONNX models (``--torch``)."""
+    """Time PyTorch eager on the same cases and inputs as the ONNX models (``--torch``).
+
+    With ``--device cuda`` (or ``tensorrt``) the model and inputs live on the GPU (PyTorch's cuDNN
+    LSTM/GRU kernels; TF32 as ``torch.backends.cudnn.allow_tf32`` says, on by default like
+    onnxruntime's ``use_tf32``) and each timed call ends with ``torch.cuda.synchronize()``: an
+    asynchronous launch alone would time nothing. Without CUDA in this torch it is a usage error."""
     try:
         import torch
     except ImportError:
@@ -79,10 +85,20 @@ def bench_torch(run_dir: str, feeds_for: Callable[[Any], dict], graph_role: str,
     model.eval()
     if settings.threads is not None:
         torch.set_num_threads(settings.threads)
+    gpu = settings.device in ("cuda", "tensorrt")
+    if gpu and not torch.cuda.is_available():
+        raise UsageError("--torch", f"--device {settings.device} times PyTorch on the GPU, but this torch has no CUDA",
+                         expected="a CUDA build of torch with a visible GPU",
+                         got=f"torch {torch.__version__}, cuda available: False")
+    dev = torch.device("cuda" if gpu else "cpu")
+    model.to(dev)
+    sync = torch.cuda.synchronize if gpu else (lambda: None)
+    label = (f"torch {torch.__version__} cuda {torch.version.cuda} cudnn {torch.backends.cudnn.version()} "
+             f"tf32={torch.backends.cudnn.allow_tf32}") if gpu else f"torch {torch.__version__}"
     rows = []
     for case in cases:
         np_feeds = feeds_for(case)
-        t = {k: torch.from_numpy(v.copy()) for k, v in np_feeds.items()}
+        t = {k: torch.from_numpy(v.copy()).to(dev) for k, v in np_feeds.items()}
         lengths = t.get("lengths")
         if lengths is not None:
             lengths = lengths.to(torch.int64)
@@ -106,12 +122,16 @@ def bench_torch(run_dir: str, feeds_for: Callable[[Any], dict], graph_role: str,
             def call(t=t, lengths=lengths, init=init) -> None:
                 model(t["x"], lengths, init)
 
+        def timed(call=call) -> None:
+            call()
+            sync()
+
         with torch.inference_mode():
             import time as _time
             t0 = _time.perf_counter()
-            call()
+            timed()
             first = _time.perf_counter() - t0
-            samples = core.measure(call, warmup=settings.warmup, runs=settings.runs, duration=settings.duration,
+            samples = core.measure(timed, warmup=settings.warmup, runs=settings.runs, duration=settings.duration,
                                    progress=progress, label=f"pytorch {case.key}")
         stats = core.LatencyStats.from_samples(samples)
         if progress:
@@ -120,7 +140,7 @@ def bench_torch(run_dir: str, feeds_for: Callable[[Any], dict], graph_role: str,
         rows.append(core.result_row(
             name="pytorch", backend="pytorch-eager", case=case, stats=stats, settings=settings,
             steps_per_call=steps, model=str(run_dir), precision="fp32", family=None, graph=graph_role,
-            providers=[f"torch {torch.__version__}"], file_bytes=None, parameters=sum(p.numel() for p in model.parameters()),
+            providers=[label], file_bytes=None, parameters=sum(p.numel() for p in model.parameters()),
             first_call_s=first, rss_peak_mb=core._peak_rss_mb(), floor=None, x_floor=None))
     return rows
 
@@ -165,6 +185,7 @@ def plot_reports(reports: Sequence[dict], out: str) -> None:
 @click.command("bench")
 @click.argument("models", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @device_option
+@provider_option_option
 @threads_option
 @click.option("--batch", "batch", default="1", show_default=True, help="Batch sizes, comma-separated.")
 @click.option("--mode", "modes", default="stream", show_default=True,
@@ -183,11 +204,12 @@ def plot_reports(reports: Sequence[dict], out: str) -> None:
 @click.option("--plot", "plot_out", type=click.Path(dir_okay=False), default=None, help="Write a latency bar chart (PNG).")
 @click.option("--quiet", is_flag=True, help="No progress lines on stderr.")
 @trust_modified_option
-def bench_command(models, device, threads, batch, modes, times, warmup, runs, duration, torch_run, no_floor,
-                  json_out, csv_out, plot_out, quiet, trust_modified) -> None:
+def bench_command(models, device, provider_option, threads, batch, modes, times, warmup, runs, duration, torch_run,
+                  no_floor, json_out, csv_out, plot_out, quiet, trust_modified) -> None:
     """Time MODEL.onnx files: latency percentiles, throughput, real-time factor, floor, ratios."""
     _limit_blas_threads(threads)
     from edgelstm.runtime import bench as core
+    from edgelstm.runtime.providers import parse_provider_options
 
     if runs is None and duration is None:
         runs = 200
@@ -203,7 +225,8 @@ def bench_command(models, device, threads, batch, modes, times, warmup, runs, du
                              expected=f"<= {MAX_ELEMENTS}", got=max(batches) * max(ts))
         cases += [core.Case(mode, b, t) for b in batches for t in ts]
     settings = core.Settings(warmup=warmup, runs=runs, duration=duration, threads=threads, device=device,
-                             floor=not no_floor, trust_modified=trust_modified)
+                             floor=not no_floor, trust_modified=trust_modified,
+                             provider_options=parse_provider_options(provider_option))
     progress = None if quiet else _progress
     names = _unique_names(models)
     rows: list[dict] = []

@@ -14,6 +14,9 @@ trust_modified = click.option(
     help="Load a model whose seal (graph + manifest) is missing or does not match, e.g. edited after "
          "export or sealed by an older edgelstm. Skips the seal check only (with a warning); the manifest is "
          "still validated. quantize never re-seals such a file.")
+provider_option = click.option(
+    "--provider-option", "provider_option", multiple=True, metavar="DEVICE:KEY=VALUE",
+    help="An onnxruntime provider option, e.g. cuda:use_tf32=0 (fp32 matmuls without TF32); repeatable.")
 
 MAX_SEED = 2**32 - 1  # numpy, torch and random all take it; torch refuses seeds >= 2**64
 

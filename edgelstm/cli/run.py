@@ -92,6 +92,7 @@ def _softmax(z: np.ndarray) -> np.ndarray:
 @click.option("--text", multiple=True, help="Seq2seq source string (repeatable).")
 @click.option("--stream", "streaming", is_flag=True, help="Feed the data one step at a time with carried state.")
 @options.device
+@options.provider_option
 @options.threads
 @click.option("--no-fallback", is_flag=True, help="Fail instead of falling back when the device is unavailable.")
 @click.option("--nan", type=click.Choice(["raise", "pass"]), default="raise", show_default=True,
@@ -101,13 +102,18 @@ def _softmax(z: np.ndarray) -> np.ndarray:
               help="Write the output arrays to this .npz file.")
 @options.json_out
 @options.trust_modified
-def run_cmd(model_path, input_path, text, streaming, device, threads, no_fallback, nan, max_len, npz_out, json_out,
-            trust_modified):
+def run_cmd(model_path, input_path, text, streaming, device, provider_option, threads, no_fallback, nan, max_len,
+            npz_out, json_out, trust_modified):
     """Run MODEL.onnx on data and print the outputs (labels for classifiers)."""
     from edgelstm import runtime
+    from edgelstm.runtime.providers import check_provider_options, parse_provider_options
 
+    popts = parse_provider_options(provider_option)
     model = runtime.load(model_path, device=device, threads=threads, fallback=not no_fallback, nan=nan,
-                         trust_modified=trust_modified)
+                         provider_options=popts or None, trust_modified=trust_modified)
+    # options for a provider outside the device's chain would be ignored: refuse them instead
+    check_provider_options(popts, (model.encoder if isinstance(model, runtime.Seq2SeqModel) else model)
+                           .requested_providers)
     report: dict = {"model": str(model_path), "providers": model.providers}
     if isinstance(model, runtime.Seq2SeqModel):
         sources = list(text)

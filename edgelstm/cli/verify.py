@@ -20,6 +20,7 @@ from edgelstm.errors import EdgeLSTMError, UsageError
 @click.option("--against", multiple=True, type=click.Path(dir_okay=False),
               help="Another file of the same model (int8, fp16...) to verify too; repeatable.")
 @options.device
+@options.provider_option
 @click.option("--data", type=click.Path(dir_okay=False), default=None,
               help=".npz with arrays named after the graph inputs (x, lengths...) and optional labels y.")
 @click.option("--run-data/--no-run-data", "run_data", default=True, show_default=True,
@@ -41,8 +42,8 @@ from edgelstm.errors import EdgeLSTMError, UsageError
 @click.option("--plot", type=click.Path(dir_okay=False), default=None, help="PNG of drift error vs time step.")
 @click.option("-q", "--quiet", is_flag=True, help="Print only the verdict line.")
 @options.trust_modified
-def verify_cmd(model, reference, model_spec, checkpoint, against, device, data, run_data, data_limit, steps,
-               atol, min_snr, checks, oracles, seed, json_out, plot, quiet, trust_modified) -> int:
+def verify_cmd(model, reference, model_spec, checkpoint, against, device, provider_option, data, run_data,
+               data_limit, steps, atol, min_snr, checks, oracles, seed, json_out, plot, quiet, trust_modified) -> int:
     """Verify MODEL.onnx: outputs, task agreement, streaming parity, long-horizon drift, batch
     invariance and state round-trip, on every requested device and for every --against file.
 
@@ -50,7 +51,7 @@ def verify_cmd(model, reference, model_spec, checkpoint, against, device, data, 
     OUT.encoder.onnx or OUT.decoder_step.onnx (and the same for --against)."""
     try:
         return _verify(model, reference, model_spec, checkpoint, against, device, data, run_data, data_limit, steps,
-                       atol, min_snr, checks, oracles, seed, json_out, plot, quiet, trust_modified)
+                       atol, min_snr, checks, oracles, seed, json_out, plot, quiet, trust_modified, provider_option)
     except EdgeLSTMError as e:
         # 1 means "the model failed"; an error that kept verify from judging keeps its own code
         if e.exit_code == 1:
@@ -62,7 +63,8 @@ def verify_cmd(model, reference, model_spec, checkpoint, against, device, data, 
 
 
 def _verify(model, reference, model_spec, checkpoint, against, device, data, run_data, data_limit, steps,
-            atol, min_snr, checks, oracles, seed, json_out, plot, quiet, trust_modified) -> int:
+            atol, min_snr, checks, oracles, seed, json_out, plot, quiet, trust_modified, provider_option=()) -> int:
+    from edgelstm.runtime.providers import parse_provider_options
     from edgelstm.verify.core import verify
 
     options.check_range("--seed", seed, 0, options.MAX_SEED)
@@ -76,7 +78,8 @@ def _verify(model, reference, model_spec, checkpoint, against, device, data, run
                     devices=devices, data=data, steps=steps, atol=atol, min_snr=min_snr, seed=seed,
                     checks=[c.strip() for c in checks.split(",") if c.strip()],
                     oracles=[o.strip() for o in oracles.split(",") if o.strip()], run_data=run_data,
-                    data_limit=data_limit, trust_modified=trust_modified)
+                    data_limit=data_limit, trust_modified=trust_modified,
+                    provider_options=parse_provider_options(provider_option))
     if json_out:
         result.write_json(json_out)
     text = result.table()

@@ -170,12 +170,14 @@ def resolve_provider(device: str) -> str:
 
 
 class OrtBackend(Backend):
-    def __init__(self, spec: GraphSpec, provider: str, *, threads: int = 1):
+    def __init__(self, spec: GraphSpec, provider: str, *, threads: int = 1,
+                 provider_options: dict[str, Any] | None = None):
         import onnxruntime as ort
 
         self.spec = spec
         self.provider = provider
         self.threads = threads
+        self.provider_options = dict(provider_options or {})  # for ``provider`` (e.g. CUDA's use_tf32)
         so = ort.SessionOptions()
         # int8 recurrent outputs depend on the intra-op thread count: fix it so runs compare.
         so.intra_op_num_threads = threads
@@ -183,7 +185,8 @@ class OrtBackend(Backend):
         so.log_severity_level = 3
         chain = [provider] + (["CPUExecutionProvider"] if provider != "CPUExecutionProvider" else [])
         try:
-            self.session = ort.InferenceSession(str(spec.path), so, providers=chain)
+            self.session = ort.InferenceSession(str(spec.path), so, providers=chain,
+                                                provider_options=[self.provider_options] + [{}] * (len(chain) - 1))
         except Exception as e:
             raise ModelFileError(str(spec.path), f"onnxruntime cannot load the model with {provider}",
                                  expected="a model onnxruntime accepts", got=f"{type(e).__name__}: {e}") from None

@@ -24,7 +24,7 @@ import platform
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -35,7 +35,8 @@ from edgelstm.verify.backends import (Backend, GraphSpec, NumpyBackend, OrtBacke
                                       TorchBackend, load_graph, load_torch_reference, resolve_provider)
 from edgelstm.verify.result import CHECKS, CheckResult, VerifyResult
 from edgelstm.verify.stats import error_stats, snr_db, top1_agreement, trend
-from edgelstm.verify.tolerance import INT8_PRECISIONS, Profile, Tolerances, parse_overrides, profile_for
+from edgelstm.verify.tolerance import (INT8_PRECISIONS, Profile, Tolerances, parse_overrides, profile_for,
+                                      select_profile)
 
 log = logging.getLogger("edgelstm.verify")
 
@@ -59,7 +60,8 @@ def verify(model: str | os.PathLike, *, reference: Any = None, model_spec: str |
            checks: Sequence[str] = CHECKS, oracles: Sequence[str] = ORACLES,
            chunks: Sequence[int] = (1, 4, 16), drift_chunk: int = 1, threads: int = 1,
            cases: Sequence[tuple[int, int, bool, bool]] = inp.DEFAULT_CASES, run_data: bool = True,
-           data_limit: int | None = 256, trust_modified: bool = False) -> VerifyResult:
+           data_limit: int | None = 256, trust_modified: bool = False,
+           provider_options: Mapping[str, Mapping[str, Any]] | None = None) -> VerifyResult:
     """Verify an exported model (and quantized or other files ``against`` it).
 
     ``reference``: a run directory or an ``nn.Module`` (the PyTorch original); or ``model_spec``
@@ -71,6 +73,12 @@ def verify(model: str | os.PathLike, *, reference: Any = None, model_spec: str |
     ``data_limit`` sequences, normalized as the manifest says) joins the seeded random inputs:
     the task check then reports every backend's accuracy vs the labels (RMSE for regression).
     int8 files always run with one onnxruntime thread (their outputs depend on the count).
+
+    ``provider_options`` maps an onnxruntime provider name to its options (e.g.
+    ``{"CUDAExecutionProvider": {"use_tf32": "0"}}``); each candidate's tolerance profile follows
+    what its provider computes (:func:`~edgelstm.verify.tolerance.select_profile`: an fp32 file on
+    CUDA with TF32 on is judged by the ``tf32`` profile), and the report's config names the
+    profile of every candidate (``candidate_profiles``) and the options used.
     """
     _check_args(checks, oracles, chunks, steps, drift_chunk)
     from edgelstm.verify.seq2seq import resolve_pair, verify_pair
@@ -79,7 +87,8 @@ def verify(model: str | os.PathLike, *, reference: Any = None, model_spec: str |
         return verify_pair(model, reference=reference, model_spec=model_spec, checkpoint=checkpoint,
                            against=against, devices=devices, data=data, atol=atol, min_snr=min_snr, seed=seed,
                            checks=checks, oracles=oracles, threads=threads, run_data=run_data,
-                           data_limit=data_limit, steps=steps, trust_modified=trust_modified)
+                           data_limit=data_limit, steps=steps, trust_modified=trust_modified,
+                           provider_options=provider_options)
     tol = Tolerances(parse_overrides(list(atol), "--atol"), parse_overrides(list(min_snr), "--min-snr"))
     proto, spec = load_graph(model, trust_modified=trust_modified)
     graphs = [(proto, spec)]
@@ -98,6 +107,8 @@ def verify(model: str | os.PathLike, *, reference: Any = None, model_spec: str |
     run_dir = Path(reference) if isinstance(reference, (str, os.PathLike)) else None
     baseline: Backend | None = TorchBackend(module, spec, label=torch_label) if module is not None else None
     providers = [resolve_provider(d) for d in devices]
+    popts = {k: dict(v) for k, v in (provider_options or {}).items()}
+    _providers.check_provider_options(popts, providers)
     candidates: list[Candidate] = []
     oracle_backends: dict[str, Backend] = {}
     for g_proto, g_spec in graphs:
@@ -105,7 +116,8 @@ def verify(model: str | os.PathLike, *, reference: Any = None, model_spec: str |
         # int8 recurrent outputs depend on the intra-op thread count: int8 always runs on one
         n_threads = 1 if g_spec.precision in INT8_PRECISIONS else threads
         for prov in dict.fromkeys(providers):
-            candidates.append(Candidate(OrtBackend(g_spec, prov, threads=n_threads), g_spec, prof))
+            candidates.append(Candidate(OrtBackend(g_spec, prov, threads=n_threads, provider_options=popts.get(prov)),
+                                        g_spec, select_profile(g_spec.precision, prov, popts.get(prov))))
         for oracle in oracles:
             cls = {"reference": ReferenceBackend, "numpy": NumpyBackend}[oracle]
             if g_spec.precision != "fp32":
@@ -137,7 +149,9 @@ def verify(model: str | os.PathLike, *, reference: Any = None, model_spec: str |
                      "against": [str(a) for a in against], "data": str(data) if data else None,
                      "tolerances": tol.to_dict(),
                      "precisions": {g.label: g.precision for _, g in graphs},
-                     "candidate_precisions": {c.backend.name: c.spec.precision for c in candidates}}
+                     "candidate_precisions": {c.backend.name: c.spec.precision for c in candidates},
+                     "candidate_profiles": {c.backend.name: c.profile.precision for c in candidates},
+                     "provider_options": popts}
     result.environment = _environment(candidates)
     if any(c.spec.precision in INT8_PRECISIONS for c in candidates) and _providers.cpu_has_sme():
         result.notes.append(SME_NOTE)
@@ -543,7 +557,8 @@ def _check_drift(result, baseline, candidates, spec, tol, steps, chunk, rng) -> 
             rms_ref = float(np.sqrt(np.mean(r ** 2))) if r.size else 0.0
             scale = float(np.abs(r).max()) if r.size else 0.0
             atol = tol.atol_for(n, cand.profile, scale)
-            if atol is not None and cand.profile.precision == "fp32" and n not in tol.atol and None not in tol.atol:
+            if atol is not None and cand.profile.precision in ("fp32", "tf32") and n not in tol.atol \
+                    and None not in tol.atol:
                 # Over a long horizon two correct fp32 implementations drift apart by rounding alone:
                 # the profile's O(T * eps32) bound, taken at T = steps (never below the short-run atol).
                 atol = max(atol, steps * FP32_EPS * max(1.0, scale))

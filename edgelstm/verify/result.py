@@ -125,6 +125,20 @@ class VerifyResult:
         write_text_atomic(path, self.to_json() + "\n")
 
     # ------------------------------------------------------------------ human output
+    def _profile_note(self) -> list[str]:
+        """One line naming the tolerance profiles when one differs from its file's precision (an fp32
+        file judged as tf32 on CUDA) or provider options were given; nothing otherwise."""
+        profiles = self.config.get("candidate_profiles", {})
+        precisions = self.config.get("candidate_precisions", {})
+        opts = self.config.get("provider_options") or {}
+        if not opts and all(profiles.get(n) == precisions.get(n) or precisions.get(n, "").startswith("int8")
+                            for n in profiles):
+            return []
+        line = "tolerance profiles: " + ", ".join(f"{n}={p}" for n, p in profiles.items())
+        if opts:
+            line += "; provider options: " + ", ".join(f"{p}: {o}" for p, o in opts.items())
+        return [line]
+
     def table(self) -> str:
         """A terminal table: one row per check result, failures marked, then the skipped items."""
         header = ("check", "candidate", "output", "case", "max_abs", "snr_db", "other", "result")
@@ -154,7 +168,7 @@ class VerifyResult:
         widths = [max(len(str(r[i])) for r in rows) for i in range(len(header))]
         lines = ["  ".join(str(v).ljust(w) for v, w in zip(r, widths)).rstrip() for r in rows]
         lines.insert(1, "  ".join("-" * w for w in widths))
-        out = [f"verify {self.model}  (reference: {self.reference})", *lines]
+        out = [f"verify {self.model}  (reference: {self.reference})", *self._profile_note(), *lines]
         for s in self.skipped:
             out.append(f"skipped: {s['what']}: {s['reason']}")
         out += [f"note: {n}" for n in self.notes]

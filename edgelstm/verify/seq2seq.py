@@ -35,11 +35,13 @@ import numpy as np
 
 from edgelstm.errors import (DataError, EdgeLSTMError, ManifestError, UnknownChoiceError, UnsupportedError,
                              UsageError)
+from edgelstm.runtime.providers import check_provider_options
 from edgelstm.verify.backends import (Backend, GraphSpec, NumpyBackend, OrtBackend, ReferenceBackend,
                                       load_graph, load_torch_reference, resolve_provider)
 from edgelstm.verify.result import CheckResult, VerifyResult
 from edgelstm.verify.stats import error_stats, top1_agreement
-from edgelstm.verify.tolerance import INT8_PRECISIONS, Profile, Tolerances, parse_overrides, profile_for
+from edgelstm.verify.tolerance import (INT8_PRECISIONS, Profile, Tolerances, parse_overrides, profile_for,
+                                      select_profile)
 
 ENC_OUT = ("memory", "h_out", "c_out")
 DEC_OUT = ("logits", "h_out", "c_out", "attention")
@@ -327,7 +329,7 @@ def verify_pair(model, *, reference=None, model_spec=None, checkpoint=None, agai
                 devices: Sequence[str] = ("cpu",), data=None, atol=(), min_snr=(), seed: int = 0,
                 checks: Sequence[str] = (), oracles: Sequence[str] = (), threads: int = 1,
                 run_data: bool = True, data_limit: int | None = 256, steps: int = 0,
-                trust_modified: bool = False) -> VerifyResult:
+                trust_modified: bool = False, provider_options=None) -> VerifyResult:
     """See :func:`edgelstm.verify.core.verify`; called by it for seq2seq exports."""
     tol = Tolerances(parse_overrides(list(atol), "--atol"), parse_overrides(list(min_snr), "--min-snr"))
     tol.check_names(OUTPUT_NAMES)
@@ -344,15 +346,18 @@ def verify_pair(model, *, reference=None, model_spec=None, checkpoint=None, agai
     run_dir = Path(reference) if isinstance(reference, (str, os.PathLike)) else None
     baseline: PairBackend | None = TorchPair(module, torch_label) if module is not None else None
     providers = [resolve_provider(d) for d in devices]
+    popts = {k: dict(v) for k, v in (provider_options or {}).items()}
+    check_provider_options(popts, providers)
     cands: list[_Cand] = []
     for pair in pairs:
         prof = profile_for(pair.precision)
         n_threads = 1 if pair.precision in INT8_PRECISIONS else threads
         for prov in dict.fromkeys(providers):
-            enc = OrtBackend(pair.encoder, prov, threads=n_threads)
-            dec = OrtBackend(pair.decoder, prov, threads=n_threads)
+            enc = OrtBackend(pair.encoder, prov, threads=n_threads, provider_options=popts.get(prov))
+            dec = OrtBackend(pair.decoder, prov, threads=n_threads, provider_options=popts.get(prov))
             kind = prov.replace("ExecutionProvider", "").lower()
-            cands.append(_Cand(GraphPair(f"ort:{kind}", pair, enc, dec), pair, prof))
+            cands.append(_Cand(GraphPair(f"ort:{kind}", pair, enc, dec), pair,
+                               select_profile(pair.precision, prov, popts.get(prov))))
         for oracle in oracles:
             if pair.precision != "fp32":
                 result.skip(f"{oracle}[{pair.label}]", f"the {oracle} oracle evaluates fp32 graphs only ({pair.precision})")
@@ -382,7 +387,9 @@ def verify_pair(model, *, reference=None, model_spec=None, checkpoint=None, agai
                      "tolerances": tol.to_dict(), "task": "seq2seq",
                      "files": {p.label: [str(p.encoder.path), str(p.decoder.path)] for p in pairs},
                      "precisions": {p.label: p.precision for p in pairs},
-                     "candidate_precisions": {c.backend.name: c.pair.precision for c in cands}}
+                     "candidate_precisions": {c.backend.name: c.pair.precision for c in cands},
+                     "candidate_profiles": {c.backend.name: c.profile.precision for c in cands},
+                     "provider_options": popts}
     result.environment = {"python": sys.version.split()[0], "platform": platform.platform(), "numpy": np.__version__}
     for mod in ("onnxruntime", "onnx", "torch"):
         if mod in sys.modules:
