@@ -76,8 +76,8 @@ def test_train_refuses_existing_run_dir(tmp_path, capsys):
 
 
 def test_models_lists_every_family(capsys):
-    code, out, _ = run_cli(["models", "--json"], capsys)
-    rows = json.loads(out)
+    code, out, _ = run_cli(["models", "--json", "-"], capsys)
+    rows = json.loads(out)["families"]
     assert code == 0 and [r["family"] for r in rows] == ["lstm", "peephole", "gru", "attention"]
     assert {"seq2seq", "classify"} <= set(rows[3]["tasks"])
 
@@ -85,7 +85,7 @@ def test_models_lists_every_family(capsys):
 def test_datasets_lists_and_describes(tmp_path, capsys):
     code, out, _ = run_cli(["datasets"], capsys)
     assert code == 0 and all(n in out for n in ("digits", "airline", "sine", "timing", "dates", "csv:PATH"))
-    code, out, _ = run_cli(["datasets", f"csv:{_csv(tmp_path)}", "--json"], capsys)
+    code, out, _ = run_cli(["datasets", f"csv:{_csv(tmp_path)}", "--json", "-"], capsys)
     d = json.loads(out)
     assert code == 0 and d["task"] == "classify" and d["labels"] == ["down", "up"] and sum(d["sizes"].values()) == 40
 
