@@ -193,11 +193,15 @@ def write_report(ctx: DemoContext) -> tuple[Path, Path]:
           + "\n\nStage times (s): " + ", ".join(f"{k} {v:.1f}" for k, v in ctx.timings.items()) + "\n")
     md_path, json_path = ctx.out_dir / "report.md", ctx.out_dir / "report.json"
     write_text_atomic(md_path, md)
-    payload = {"quick": ctx.quick, "rows": ctx.rows, "stage_seconds": ctx.timings,
-               "environment": {"python": platform.python_version(), "machine": platform.machine(),
-                               "processor": platform.processor() or None}}
-    write_text_atomic(json_path, json.dumps(payload, indent=2, default=str) + "\n")
+    write_text_atomic(json_path, json.dumps(report_payload(ctx), indent=2, default=str) + "\n")
     return md_path, json_path
+
+
+def report_payload(ctx: DemoContext) -> dict:
+    """``report.json`` (schema ``edgelstm.demo/1``, docs/SCHEMAS.md)."""
+    return {"schema": "edgelstm.demo/1", "quick": ctx.quick, "rows": ctx.rows, "stage_seconds": ctx.timings,
+            "environment": {"python": platform.python_version(), "machine": platform.machine(),
+                            "processor": platform.processor() or None}}
 
 
 def run_demo(out_dir: str | Path = "demo_out", quick: bool = False, *, progress: bool = True,

@@ -38,8 +38,12 @@ COMMANDS: dict[str, str] = {
 
 
 def _needs_label(name: str) -> str:
+    """``(needs edgelstm[train]) `` before a command's help line; ``MISSING`` when not installed."""
     extras = COMMAND_EXTRAS.get(name, ())
-    return f"(needs edgelstm[{','.join(extras)}]) " if extras and not all(installed(e) for e in extras) else ""
+    if not extras:
+        return ""
+    state = "" if all(installed(e) for e in extras) else ", MISSING"
+    return f"(needs edgelstm[{','.join(extras)}]{state}) "
 
 
 def _check_extras(name: str, cmd: click.Command) -> None:
@@ -93,10 +97,10 @@ class LazyGroup(click.Group):
                 rows.append((name, label + cmd.get_short_help_str(max(20, limit - len(label)))))
         with formatter.section("Commands"):
             formatter.write_dl(rows)
-        if any(_needs_label(n) for n in COMMANDS):
-            formatter.write_paragraph()
-            formatter.write_text('(needs edgelstm[X]): install the extra first, pip install "edgelstm[X]"; '
-                                 "`edgelstm env` lists what is installed and what each command needs.")
+        formatter.write_paragraph()
+        formatter.write_text('(needs edgelstm[X]): the command needs that extra, pip install "edgelstm[X]"; '
+                             "the others run on a device install (numpy, onnxruntime, click). "
+                             "`edgelstm env` lists what is installed and what each command and option needs.")
 
 
 def _missing_extra(name: str, e: ModuleNotFoundError) -> EdgeLSTMError:

@@ -6,7 +6,6 @@ The timing core is :mod:`edgelstm.runtime.bench`.
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 import sys
@@ -15,10 +14,12 @@ from typing import Any, Callable, Sequence
 
 import click
 
+from edgelstm.cli import options
 from edgelstm.cli.options import device as device_option
 from edgelstm.cli.options import json_out as json_option
 from edgelstm.cli.options import threads as threads_option
 from edgelstm.errors import CheckpointError, UsageError
+from edgelstm.extras import require
 from edgelstm.fileio import atomic_path, write_text_atomic
 
 log = logging.getLogger(__name__)
@@ -53,11 +54,9 @@ def _progress(line: str) -> None:
 def bench_torch(run_dir: str, feeds_for: Callable[[Any], dict], graph_role: str, cases: Sequence[Any],
                 settings: Any, progress: Callable[[str], None] | None = None) -> list[dict]:
     """Time PyTorch eager on the same cases and inputs as the ONNX models (``--torch``)."""
-    try:
-        import torch
-    except ImportError:
-        raise UsageError("--torch", "needs PyTorch installed", expected="pip install 'edgelstm[export]'",
-                         got="no torch") from None
+    require("export", "bench --torch")
+    import torch
+
     from edgelstm.runtime import bench as core
 
     try:
@@ -120,12 +119,10 @@ def bench_torch(run_dir: str, feeds_for: Callable[[Any], dict], graph_role: str,
 # ---------------------------------------------------------------------------------- plot
 def plot_reports(reports: Sequence[dict], out: str) -> None:
     """Bar chart of p50 latency per (model, case), one bar colour per machine; log scale."""
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise UsageError("--plot", "needs matplotlib", expected="pip install matplotlib", got="not installed") from None
+    require("plot", "--plot")
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
     from edgelstm.runtime.bench import flat_rows
 
     labels: list[str] = []
@@ -207,13 +204,14 @@ def bench_command(models, device, threads, batch, modes, times, warmup, runs, du
     providers = sorted({p for r in rows if r["backend"] == "onnxruntime" for p in r["providers"]})
     report = core.make_report(rows, settings, core.environment(threads, providers))
     if json_out:
-        write_text_atomic(json_out, json.dumps(report, indent=1) + "\n")
+        options.write_json(json_out, core.SCHEMA, report, indent=1)
     if csv_out:
         write_text_atomic(csv_out, core.to_csv(report))
     if plot_out:
         plot_reports([report], plot_out)
-    click.echo(core.environment_table([report]))
-    click.echo(core.markdown_table([report]), nl=False)
+    echo = options.echo_for(json_out)
+    echo(core.environment_table([report]))
+    echo(core.markdown_table([report]), nl=False)
 
 
 def _unique_names(paths: Sequence[str]) -> list[str]:
@@ -230,16 +228,21 @@ def _unique_names(paths: Sequence[str]) -> list[str]:
 @click.option("--out", "md_out", type=click.Path(dir_okay=False), default=None,
               help="Write the markdown here instead of stdout.")
 @click.option("--plot", "plot_out", type=click.Path(dir_okay=False), default=None, help="Write one bar chart (PNG).")
-def bench_report_command(results, md_out, plot_out) -> None:
+@json_option
+def bench_report_command(results, md_out, plot_out, json_out) -> None:
     """Merge bench JSON files from several machines into one markdown table and one plot."""
     from edgelstm.runtime import bench as core
 
     reports = [core.load_report(p) for p in results]
     text = "## Machines\n\n" + core.environment_table(reports) + "\n## Results\n\n" + core.markdown_table(reports)
+    if json_out:
+        options.write_json(json_out, "edgelstm.bench-report/1",
+                           {"inputs": list(results), "environments": [r["environment"] for r in reports],
+                            "rows": [row for r in reports for row in core.flat_rows(r)]}, indent=1)
     if md_out:
         write_text_atomic(md_out, text)
     else:
-        click.echo(text, nl=False)
+        options.echo_for(json_out)(text, nl=False)
     if plot_out:
         plot_reports(reports, plot_out)
 

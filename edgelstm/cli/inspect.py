@@ -22,6 +22,7 @@ from typing import Any
 
 import click
 
+from edgelstm.cli import options
 from edgelstm.errors import ModelFileError
 
 SCHEMA = "edgelstm.inspect/1"
@@ -331,8 +332,7 @@ def format_report(report: dict[str, Any]) -> str:
 @click.option("--device", default="auto", show_default=True,
               help="Device whose provider choice to show: auto, cpu, cuda, tensorrt, arm, coreml, nnapi, qnn, "
                    "or onnxruntime provider names, comma-separated.")
-@click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Also write the report as JSON to this file ('-' for stdout only).")
+@options.json_out
 def inspect_command(model: Path, device: str, json_out: Path | None):
     """Describe an exported model (or any ONNX file): manifest, inputs, outputs and states,
     operator histogram, parameters and size, and the execution providers --device picks here.
@@ -340,15 +340,12 @@ def inspect_command(model: Path, device: str, json_out: Path | None):
     MODEL is an .onnx file, or a seq2seq export given by its stem or either of its two files.
     """
     report = inspect_model(model, device=device)
-    text = json.dumps(report, indent=2, default=str)
-    if json_out is not None and str(json_out) == "-":
-        click.echo(text)
-        return 0
+    if json_out is not None:
+        options.write_json(json_out, SCHEMA, report, default=str)
+        if json_out == "-":
+            return 0
     click.echo(format_report(report))
     if json_out is not None:
-        from edgelstm.fileio import write_text_atomic
-
-        write_text_atomic(json_out, text + "\n")
         click.echo(f"\nwrote {json_out}")
     return 0
 

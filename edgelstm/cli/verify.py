@@ -74,9 +74,9 @@ def _verify(model, reference, model_spec, checkpoint, against, device, data, run
                     oracles=[o.strip() for o in oracles.split(",") if o.strip()], run_data=run_data,
                     data_limit=data_limit)
     if json_out:
-        result.write_json(json_out)
+        options.write_json(json_out, "edgelstm.verify/1", result.to_dict())
     text = result.table()
-    click.echo(text.splitlines()[-1] if quiet else text)
+    options.echo_for(json_out)(text.splitlines()[-1] if quiet else text)
     if plot:  # after the report: a plot that cannot be drawn (no drift run) must not hide it
         if any(c.check == "drift" and c.curve for c in result.checks):
             result.plot(plot)
