@@ -39,7 +39,8 @@ def models_command(json_out):
               help="With -o: the split to write.")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="With -o: at most this many sequences.")
 @click.option("-o", "--out", "npz_out", type=click.Path(dir_okay=False), default=None,
-              help="Write SPEC's split as .npz: x [N,T,F] (raw, unnormalized), y, lengths [N].")
+              help="Write SPEC's split as .npz (x [N,T,F] raw, unnormalized; y; lengths [N]) or, for one "
+                   "sequence (--limit 1), as .csv: a row per time step, a column per feature.")
 @options.json_out
 def datasets_command(spec: str | None, seed: int, split: str, limit: int | None, npz_out: str | None, json_out):
     """List the bundled data sets, or load SPEC (a name or csv:PATH / npz:PATH / text:PATH) and
@@ -88,6 +89,16 @@ def _write_split(bundle, split: str, limit: int | None, path: str) -> dict:
     if limit is not None:
         part = part.subset(slice(0, limit))
     arrays = {"x": part.x, "y": part.y, "lengths": part.lengths}
+    if str(path).lower().endswith(".csv"):
+        if len(part) != 1 or part.x.ndim != 3:
+            raise UsageError("-o", "a .csv file holds one sequence of frames", expected="--limit 1, or a .npz file",
+                             got=f"{len(part)} sequences")
+        steps = part.x[0, :int(part.lengths[0])]
+        from edgelstm.fileio import write_text_atomic
+
+        header = f"# {bundle.name} {split} sequence 0: {steps.shape[0]} steps x {steps.shape[1]} features\n"
+        write_text_atomic(path, header + "".join(",".join(f"{v:.9g}" for v in row) + "\n" for row in steps))
+        return {"path": str(path), "split": split, "sequences": 1, "arrays": {"x": {"shape": list(steps.shape)}}}
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
             np.savez(f, **arrays)
