@@ -138,7 +138,7 @@ SUMMARY_COLUMNS: list[tuple[str, str]] = [
     ("family", "family"), ("dataset", "dataset"), ("role", "role"), ("metric", "metric"),
     ("test", "torch test"), ("onnx_fp32", "onnx fp32"), ("int8", "int8"), ("int8_delta", "int8 delta"),
     ("quality", "quality"), ("persistence_rmse", "persistence"), ("solved_at_epoch", "solved at epoch"),
-    ("params", "params"), ("fp32_kb", "fp32 KB"), ("int8_kb", "int8 KB"), ("int8_size_%", "int8 size %"),
+    ("params", "params"), ("fp32_kb", "fp32 KiB"), ("int8_kb", "int8 KiB"), ("int8_size_%", "int8 size %"),
     ("recurrent", "recurrent nodes"), ("export_err", "export max err"), ("verify", "verify"),
     ("fp32_max_err", "verify fp32 max err"), ("int8_sqnr_db", "int8 SQNR dB"), ("drift_steps", "drift steps"), ("drift_growth", "drift growth"),
     ("torch_step_us", "torch step us"), ("fp32_step_us", "fp32 step us"), ("fp32_speedup", "fp32 speed-up"),

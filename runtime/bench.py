@@ -886,7 +886,7 @@ def _fmt(v: Any, spec: str = ".3g") -> str:
 def markdown_table(reports: Sequence[dict[str, Any]]) -> str:
     """One markdown table over the results of one or several machines."""
     header = ["machine", "model", "backend", "precision", "mode", "batch", "time", "threads",
-              "p50 us", "p99 us", "jitter us", "steps/s", "x floor", "vs first", "vs torch", "file KB"]
+              "p50 us", "p99 us", "jitter us", "steps/s", "x floor", "vs first", "vs torch", "file KiB"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for rep in reports:
         for r in flat_rows(rep):

@@ -103,7 +103,7 @@ def test_demo_stages_rows_and_report(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(demo, "QUICK", dict(demo.QUICK, max_train=64))
     code, out, _ = run_cli(["demo", "--out", str(tmp_path), "--quick", "--quiet"], capsys)
     assert code == 0
-    assert "| family | dataset | role | metric | torch test |" in out and "| fp32 KB |" in out
+    assert "| family | dataset | role | metric | torch test |" in out and "| fp32 KiB |" in out
     report = json.loads((tmp_path / "report.json").read_text())
     row = report["rows"][0]
     assert row["family"] == "lstm" and row["fp32_kb"] == row["weights_kb"] > 0

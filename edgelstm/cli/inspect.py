@@ -24,6 +24,7 @@ import click
 
 from edgelstm.cli import options
 from edgelstm.errors import ModelFileError
+from edgelstm.units import format_size
 
 SCHEMA = "edgelstm.inspect/1"
 
@@ -244,14 +245,6 @@ def inspect_model(path: str | Path, device: str = "auto") -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------------ text
-def _size(n: int) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return str(n)
-
-
 def _shape(shape: list) -> str:
     return "[" + ", ".join("?" if d is None else str(d) for d in shape) + "]"
 
@@ -290,9 +283,9 @@ def format_report(report: dict[str, Any]) -> str:
     for g in report["graphs"]:
         title = g["path"] + (f"  ({g['role']})" if g["role"] != "model" else "")
         out += [title, "=" * len(title)]
-        out.append(f"  file        {_size(g['file_bytes'])} ({g['file_bytes']} bytes)")
+        out.append(f"  file        {format_size(g['file_bytes'])} ({g['file_bytes']} bytes)")
         out.append(f"  parameters  {g['parameters']:,} in {g['initializers']} initializers "
-                   f"({_size(g['weight_bytes'])} of weights)")
+                   f"({format_size(g['weight_bytes'])} of weights)")
         opsets = ", ".join(f"{d} {v}" for d, v in g["opsets"].items())
         out.append(f"  onnx        ir {g['ir_version']}, opsets {opsets}" + (f", by {g['producer']}" if g["producer"] else ""))
         if g["manifest"] is None:
