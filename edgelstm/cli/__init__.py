@@ -132,6 +132,13 @@ def main(argv: list[str] | None = None) -> None:
     except BrokenPipeError:  # stdout closed early (`| head`): stop quietly, like a well-behaved filter
         _silence_stdout()
         sys.exit(0)
+    except SystemExit as e:
+        # click turns a broken pipe into a silent exit 1 after wrapping stdout; a reader that stops
+        # early (`edgelstm run ... | head -1`) got what it asked for: exit 0, like the case above
+        if type(sys.stdout).__name__.endswith("PacifyFlushWrapper"):
+            _silence_stdout()
+            sys.exit(0)
+        raise
     except EdgeLSTMError as e:
         if os.environ.get("EDGELSTM_DEBUG"):
             raise
