@@ -1,7 +1,9 @@
 """``edgelstm train``, ``models``, ``datasets`` and ``demo`` through the CLI entry point (in-process)."""
 from __future__ import annotations
 
+import io
 import json
+import sys
 
 import numpy as np
 import pytest
@@ -40,10 +42,32 @@ def test_train_user_csv_end_to_end(tmp_path, capsys):
     assert len(json.loads((out / "history.json").read_text())) == 2
 
 
-def test_train_progress_bar_goes_to_stderr(tmp_path, capsys):
+def test_train_progress_off_a_terminal_is_one_line_per_epoch(tmp_path, capsys):
     code, stdout, stderr = run_cli(["train", "--family", "lstm", "--dataset", f"csv:{_csv(tmp_path)}",
-                                    "--out", str(tmp_path / "r"), "--hidden", "4", "--epochs", "1"], capsys)
-    assert code == 0 and "val_accuracy=" in stderr and "batch" in stderr and "val_accuracy=" not in stdout
+                                    "--out", str(tmp_path / "r"), "--hidden", "4", "--epochs", "2"], capsys)
+    lines = stderr.splitlines()
+    assert code == 0 and "\r" not in stderr and " loss " not in stdout
+    assert [ln.split(" loss ")[0] for ln in lines] == [f"lstm on csv:{tmp_path}/seqs.csv: epoch {e}/2" for e in (1, 2)]
+    assert all(" val accuracy " in ln for ln in lines)
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_train_progress_bar_on_a_terminal_completes_when_stopped_early(monkeypatch):
+    from edgelstm.training import loop
+
+    term = _Terminal()
+    monkeypatch.setattr(sys, "stderr", term)
+    bar = loop._progress(total=10, enabled=True, desc="lstm on digits", epochs=5)
+    bar.update(4)
+    bar.epoch_end(2, 0.5, "accuracy", 0.9)
+    bar.stopped("early stop at epoch 2")
+    bar.close()
+    final = term.getvalue().split("\r")[-1]
+    assert "100%" in final and "4/4" in final and "early stop at epoch 2" in final and "val_accuracy=0.9000" in final
 
 
 @pytest.mark.parametrize("args,code,match", [
