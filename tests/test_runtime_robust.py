@@ -142,15 +142,17 @@ def test_manifest_states_must_match_the_graph(tmp_path, states, match):
 
 
 # ------------------------------------------------------------------------------ options
-@pytest.mark.parametrize("threads", ["a", 0, -1, 1.5, True], ids=["str", "zero", "negative", "float", "bool"])
-def test_threads_must_be_a_positive_int(model, threads):
-    with pytest.raises(UsageError, match=r"threads \| intra-op thread count must be a positive integer or None; "
-                                         r"expected an int >= 1 or None"):
+@pytest.mark.parametrize("threads", ["a", -1, 1.5, True], ids=["str", "negative", "float", "bool"])
+def test_threads_must_be_a_non_negative_int(model, threads):
+    with pytest.raises(UsageError, match=re.escape("threads | intra-op thread count must be an integer >= 0 or None; "
+                                                   "expected an int >= 1, or 0 / None for onnxruntime's default")):
         runtime.load(model.path, threads=threads)
 
 
-def test_threads_valid_values_load(model):
-    assert runtime.load(model.path, device="cpu", threads=np.int64(1)).threads == 1
+@pytest.mark.parametrize("threads,kept", [(np.int64(1), 1), (0, 0), (None, None)], ids=["np-int", "zero", "none"])
+def test_threads_valid_values_load(model, threads, kept):
+    """0 and None both mean onnxruntime's default: one rule for load, session_options and the CLI."""
+    assert runtime.load(model.path, device="cpu", threads=threads).threads == kept
 
 
 def test_generate_max_len_is_capped(tmp_path):

@@ -38,7 +38,7 @@ def _int_list(option: str, text: str) -> list[int]:
 def _limit_blas_threads(threads: int | None) -> None:
     """Make the NumPy/BLAS floor use the same thread count as onnxruntime (only effective
     before NumPy is first imported, which the lazy CLI guarantees for a fresh process)."""
-    if threads is None:
+    if not threads:  # None or 0: onnxruntime's default, and BLAS keeps its own
         return
     for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(var, str(threads))

@@ -68,6 +68,10 @@ def _verify(model, reference, model_spec, checkpoint, against, device, data, run
     devices = [d.strip() for d in device.split(",") if d.strip()]
     if not devices:
         raise UsageError("--device", "no device given", expected="e.g. cpu or cpu,cuda", got=device)
+    if not quiet:  # the checks take a while (the drift check alone streams --steps steps): say so first
+        others = f" and {len(against)} other file(s)" if against else ""
+        click.echo(f"verifying {model}{others} on {','.join(devices)}: {checks} "
+                   f"(drift: {steps} steps)...", err=True)
     result = verify(model, reference=reference, model_spec=model_spec, checkpoint=checkpoint, against=against,
                     devices=devices, data=data, steps=steps, atol=atol, min_snr=min_snr, seed=seed,
                     checks=[c.strip() for c in checks.split(",") if c.strip()],
