@@ -56,7 +56,7 @@ import numpy as np
 
 from edgelstm.errors import InputError, ManifestError, ModelFileError, UnknownChoiceError, UsageError
 from edgelstm.manifest import MANIFEST_KEY, Manifest
-from edgelstm.runtime.integrity import iter_values, read_varint
+from edgelstm.runtime.integrity import graph_digest, iter_values, read_varint
 
 log = logging.getLogger(__name__)
 
@@ -590,6 +590,7 @@ def bench_onnx(path: str | os.PathLike, cases: Sequence[Case], settings: Setting
         raise ModelFileError(str(path), "onnxruntime cannot load the model", got=str(e).splitlines()[0]) from None
     create_s = time.perf_counter() - t0
     manifest = read_manifest(sess, str(path))
+    digest = graph_digest(path.read_bytes())  # names the model across machines and file renames
     pairs = state_pairs(sess, manifest)
     out_names = [o.name for o in sess.get_outputs()]
     out_index = {n: i for i, n in enumerate(out_names)}
@@ -650,6 +651,7 @@ def bench_onnx(path: str | os.PathLike, cases: Sequence[Case], settings: Setting
             rss_delta_mb=(rss_now - rss0) if (rss_now is not None and rss0 is not None) else None,
             floor=floor, x_floor=(stats.p50 / floor["floor_s"]) if floor else None,
         ))
+        rows[-1]["graph_sha256"] = digest
         if progress:
             progress(f"{name}: {case.key} p50 {stats.p50 * 1e6:.1f} us, p99 {stats.p99 * 1e6:.1f} us")
     del sess
@@ -767,6 +769,7 @@ def bench_runtime(path: str | os.PathLike, cases: Sequence[Case], settings: Sett
             rss_delta_mb=(rss_now - rss0) if (rss_now is not None and rss0 is not None) else None,
             floor=floor, x_floor=(stats.p50 / floor["floor_s"]) if floor else None,
         ))
+        rows[-1]["graph_sha256"] = digest
         if progress:
             progress(f"{name}: {case.key} p50 {stats.p50 * 1e6:.1f} us, p99 {stats.p99 * 1e6:.1f} us")
     return rows
@@ -814,12 +817,14 @@ CSV_COLUMNS = ["machine", "name", "backend", "precision", "family", "graph", "mo
                "device", "runs", "p50_us", "p90_us", "p99_us", "min_us", "max_us", "jitter_us",
                "steps_per_s", "sequences_per_s", "rtf", "session_create_ms", "first_inference_ms",
                "file_bytes", "parameters", "rss_peak_mb", "floor_us", "x_floor",
-               "speedup_vs_baseline", "file_size_vs_baseline", "speedup_vs_torch"]
+               "speedup_vs_baseline", "file_size_vs_baseline", "speedup_vs_torch", "model_key"]
 
 
 def flat_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
-    """One flat dict per result with the :data:`CSV_COLUMNS` (times in us / ms)."""
-    machine = report.get("environment", {}).get("machine")
+    """One flat dict per result with the :data:`CSV_COLUMNS` (times in us / ms). ``machine`` is the
+    report's ``label`` when ``bench-report --label`` gave one; ``model_key`` is the graph digest
+    (first 12 hex digits), so copies of one model under other file names line up."""
+    machine = report.get("label") or report.get("environment", {}).get("machine")
     out = []
     for r in report["results"]:
         lat = r["latency_s"]
@@ -837,6 +842,7 @@ def flat_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
             "floor_us": _scale(floor.get("floor_s"), 1e6), "x_floor": r.get("x_floor"),
             "speedup_vs_baseline": r.get("speedup_vs_baseline"),
             "file_size_vs_baseline": r.get("file_size_vs_baseline"), "speedup_vs_torch": r.get("speedup_vs_torch"),
+            "model_key": (r.get("graph_sha256") or "")[:12] or r.get("name"),
         })
     return out
 
@@ -909,7 +915,7 @@ def environment_table(reports: Sequence[dict[str, Any]]) -> str:
     for rep in reports:
         e = rep["environment"]
         lines.append("| " + " | ".join(_fmt(v) for v in [
-            e.get("machine"), e.get("cpu"), e.get("arch"), f"{e.get('usable_cores')}/{e.get('cores')}",
+            rep.get("label") or e.get("machine"), e.get("cpu"), e.get("arch"), f"{e.get('usable_cores')}/{e.get('cores')}",
             e.get("onnxruntime"), ", ".join(e.get("providers") or e.get("available_providers") or []),
             f"{e.get('numpy')} / {e.get('blas')}", e.get("timestamp")]) + " |")
     return "\n".join(lines) + "\n"

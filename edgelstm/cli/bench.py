@@ -50,6 +50,33 @@ def _progress(line: str) -> None:
     click.echo(line, err=True)
 
 
+# A p99 this many times the p50 means the machine was busy (other processes, frequency scaling)
+# while measuring: steady-state onnxruntime steps on an idle core stay within about 2x here.
+NOISY_P99_OVER_P50 = 5.0
+
+
+def noise_warnings(reports: Sequence[dict]) -> list[str]:
+    """One line per machine that was too busy to trust: load average above its usable cores, or
+    cases whose p99 exceeds NOISY_P99_OVER_P50 times their p50."""
+    from edgelstm.runtime.bench import flat_rows
+
+    out = []
+    for rep in reports:
+        env = rep.get("environment", {})
+        where = rep.get("label") or env.get("machine")
+        load, cores = env.get("load_average"), env.get("usable_cores") or env.get("cores")
+        if load and cores and load[0] > cores:
+            out.append(f"warning: {where}: load average {load[0]:.1f} on {cores} usable cores while measuring; "
+                       "rerun on a quiet machine before comparing")
+        noisy = [(r["name"], r["mode"], r["batch"], r["time"], r["p99_us"] / r["p50_us"]) for r in flat_rows(rep)
+                 if r["p50_us"] and r["p99_us"] / r["p50_us"] > NOISY_P99_OVER_P50]
+        if noisy:
+            worst = max(noisy, key=lambda n: n[4])
+            out.append(f"warning: {where}: p99 above {NOISY_P99_OVER_P50:g}x p50 in {len(noisy)} case(s) "
+                       f"(worst {worst[4]:.0f}x: {worst[0]} {worst[1]} b{worst[2]} t{worst[3]}); the machine was busy")
+    return out
+
+
 # ---------------------------------------------------------------------------------- PyTorch
 def bench_torch(run_dir: str, feeds_for: Callable[[Any], dict], graph_role: str, cases: Sequence[Any],
                 settings: Any, progress: Callable[[str], None] | None = None) -> list[dict]:
@@ -118,31 +145,49 @@ def bench_torch(run_dir: str, feeds_for: Callable[[Any], dict], graph_role: str,
 
 # ---------------------------------------------------------------------------------- plot
 def plot_reports(reports: Sequence[dict], out: str) -> None:
-    """Bar chart of p50 latency per (model, case), one bar colour per machine; log scale."""
+    """Bar chart of p50 latency per (model, case), one bar colour per machine, whiskers from the
+    minimum to p99; log scale. Models are matched by graph digest, so renamed copies line up."""
     require("plot", "--plot")
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
     from edgelstm.runtime.bench import flat_rows
 
-    labels: list[str] = []
-    series: dict[str, dict[str, float]] = {}
-    for rep in reports:
-        for r in flat_rows(rep):
-            label = f"{r['name']} {r['mode']} b{r['batch']} t{r['time']}"
-            if label not in labels:
-                labels.append(label)
-            series.setdefault(str(r["machine"]), {})[label] = r["p50_us"]
+    keys: list[tuple] = []
+    names: dict[tuple, str] = {}
+    series: dict[str, dict[tuple, dict]] = {}
+    for i, rep in enumerate(reports):
+        rows = flat_rows(rep)
+        machine = str(rows[0]["machine"]) if rows else f"report {i + 1}"
+        while machine in series:  # two files from one host without --label: keep both
+            machine += "'"
+        series[machine] = {}
+        for r in rows:
+            key = (r["model_key"], r["backend"], r["mode"], r["batch"], r["time"])
+            if key not in keys:
+                keys.append(key)
+                names[key] = f"{r['name']} {r['mode']} b{r['batch']} t{r['time']}"
+            series[machine][key] = r
     width = 0.8 / max(1, len(series))
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.5 * len(labels) * max(1, len(series)) + 2), 4.5))
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.5 * len(keys) * max(1, len(series)) + 2), 4.5))
     for j, (machine, vals) in enumerate(series.items()):
-        xs = [i + j * width for i, lab in enumerate(labels) if lab in vals]
-        ax.bar(xs, [vals[lab] for lab in labels if lab in vals], width, label=machine)
-    ax.set_xticks([i + width * (len(series) - 1) / 2 for i in range(len(labels))])
-    ax.set_xticklabels(labels, rotation=60, ha="right", fontsize=7)
+        present = [k for k in keys if k in vals]
+        xs = [keys.index(k) + j * width for k in present]
+        p50 = [vals[k]["p50_us"] for k in present]
+        lo = [p - vals[k]["min_us"] for p, k in zip(p50, present)]
+        hi = [vals[k]["p99_us"] - p for p, k in zip(p50, present)]
+        ax.bar(xs, p50, width, yerr=[lo, hi], capsize=2, error_kw={"elinewidth": 0.8}, label=machine)
+    ax.set_xticks([i + width * (len(series) - 1) / 2 for i in range(len(keys))])
+    ax.set_xticklabels([names[k] for k in keys], rotation=60, ha="right", fontsize=7)
     ax.set_yscale("log")
-    ax.set_ylabel("p50 latency per call (us)")
-    ax.set_title("edgelstm bench")
+    plain = matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}")  # 90, not 9x10^1
+    ax.yaxis.set_major_formatter(plain)
+    ax.yaxis.set_minor_formatter(plain)
+    ax.tick_params(axis="y", which="minor", labelsize=7)
+    ax.grid(axis="y", which="both", alpha=0.3)
+    ax.set_ylabel("latency per call (us, log scale)")
+    ax.set_title("edgelstm bench: bars p50, whiskers min to p99", fontsize=10)
     ax.legend(fontsize=8)
     fig.tight_layout()
     with atomic_path(out) as tmp:
@@ -209,6 +254,8 @@ def bench_command(models, device, threads, batch, modes, times, warmup, runs, du
         write_text_atomic(csv_out, core.to_csv(report))
     if plot_out:
         plot_reports([report], plot_out)
+    for line in noise_warnings([report]):
+        click.echo(line, err=True)
     echo = options.echo_for(json_out)
     echo(core.environment_table([report]))
     echo(core.markdown_table([report]), nl=False)
@@ -228,12 +275,21 @@ def _unique_names(paths: Sequence[str]) -> list[str]:
 @click.option("--out", "md_out", type=click.Path(dir_okay=False), default=None,
               help="Write the markdown here instead of stdout.")
 @click.option("--plot", "plot_out", type=click.Path(dir_okay=False), default=None, help="Write one bar chart (PNG).")
+@click.option("--label", "labels", multiple=True,
+              help="A name per input file, in order (repeat), shown instead of the hostname.")
 @json_option
-def bench_report_command(results, md_out, plot_out, json_out) -> None:
-    """Merge bench JSON files from several machines into one markdown table and one plot."""
+def bench_report_command(results, md_out, plot_out, labels, json_out) -> None:
+    """Merge bench JSON files from several machines into one markdown table and one plot.
+    Models are matched by graph digest (renamed copies line up); busy machines are flagged."""
     from edgelstm.runtime import bench as core
 
+    if labels and len(labels) != len(results):
+        raise UsageError("--label", "one label per input file", expected=len(results), got=len(labels))
     reports = [core.load_report(p) for p in results]
+    for rep, label in zip(reports, labels):
+        rep["label"] = label
+    for line in noise_warnings(reports):
+        click.echo(line, err=True)
     text = "## Machines\n\n" + core.environment_table(reports) + "\n## Results\n\n" + core.markdown_table(reports)
     if json_out:
         options.write_json(json_out, "edgelstm.bench-report/1",
