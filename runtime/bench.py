@@ -892,7 +892,8 @@ def _fmt(v: Any, spec: str = ".3g") -> str:
 def markdown_table(reports: Sequence[dict[str, Any]]) -> str:
     """One markdown table over the results of one or several machines."""
     header = ["machine", "model", "backend", "precision", "mode", "batch", "time", "threads",
-              "p50 us", "p99 us", "jitter us", "steps/s", "x floor", "vs first", "vs torch", "file KiB"]
+              "p50 us", "p99 us", "jitter us", "steps/s", "RTF", "x floor", "vs first", "vs torch", "file KiB",
+              "create ms", "first call ms", "peak RSS MiB"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for rep in reports:
         for r in flat_rows(rep):
@@ -901,9 +902,10 @@ def markdown_table(reports: Sequence[dict[str, Any]]) -> str:
                 _fmt(r["machine"]), _fmt(r["name"]), _fmt(r["backend"]), _fmt(r["precision"]), _fmt(r["mode"]),
                 _fmt(r["batch"]), _fmt(r["time"]), _fmt(r["threads"] if r["threads"] is not None else "default"),
                 _fmt(r["p50_us"], ".1f"), _fmt(r["p99_us"], ".1f"), _fmt(r["jitter_us"], ".1f"),
-                _fmt(r["steps_per_s"], ".4g"), _fmt(r["x_floor"], ".2f"),
+                _fmt(r["steps_per_s"], ".4g"), _fmt(r["rtf"], ".3g"), _fmt(r["x_floor"], ".2f"),
                 _fmt(r["speedup_vs_baseline"], ".2f"), _fmt(r["speedup_vs_torch"], ".2f"),
-                _fmt(fb / 1024 if fb else None, ".1f"),
+                _fmt(fb / 1024 if fb else None, ".1f"), _fmt(r["session_create_ms"], ".1f"),
+                _fmt(r["first_inference_ms"], ".2f"), _fmt(r["rss_peak_mb"], ".0f"),
             ]) + " |")
     return "\n".join(lines) + "\n"
 
