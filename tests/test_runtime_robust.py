@@ -76,11 +76,13 @@ def test_stream_rejects_empty_input(model, call, match):
     (lambda s: s.step(np.full((1, F), np.nan, np.float64)), r"^frame \| input contains NaN or Inf"),  # slow path
     (lambda s: s.feed(np.full((1, 2, F), np.inf, np.float32)), r"^chunk \| input contains NaN or Inf"),
 ], ids=["step", "step-float64", "feed"])
+@pytest.mark.filterwarnings("ignore:frame. float64 input cast:RuntimeWarning")  # the documented cast
 def test_stream_nan_error_names_the_argument(model, call, match):
     with pytest.raises(InputError, match=match):
         call(model.stream(batch=1))
 
 
+@pytest.mark.filterwarnings("ignore:frame. float64 input cast:RuntimeWarning")  # the documented cast
 def test_stream_nan_pass_overrides_a_raising_model(model):
     # the stream's own policy applies on the slow path too (float64 input is cast there): no raise
     # (onnxruntime's LSTM kernel does not necessarily propagate NaN, so only the shape is checked)
