@@ -17,7 +17,7 @@ import pytest
 from click.testing import CliRunner
 
 from edgelstm.cli import cli
-from edgelstm.errors import InputError, ManifestError, ModelFileError, UnknownChoiceError, UsageError
+from edgelstm.errors import CheckpointError, InputError, ManifestError, ModelFileError, UnknownChoiceError, UsageError
 from edgelstm.runtime import bench as core
 from graphs import RecurrentSpec, Seq2SeqSpec, build_recurrent, save, save_seq2seq
 
@@ -310,3 +310,11 @@ def test_bench_torch_side_by_side(models, tmp_path, monkeypatch):
         t = next(x for x in torch_rows if x["mode"] == r["mode"])
         assert r["speedup_vs_torch"] == pytest.approx(t["latency_s"]["p50"] / r["latency_s"]["p50"])
     assert torch_rows[0]["speedup_vs_torch"] == pytest.approx(1.0)
+
+
+def test_bench_torch_run_dir_checked_before_timing(models, tmp_path):
+    """A wrong --torch directory fails at once, not after the ONNX models were timed."""
+    res = _bench([models["gru"], "--runs", "200", "--torch", str(tmp_path / "nope")])
+    assert res.exit_code != 0 and isinstance(res.exception, CheckpointError)
+    assert str(res.exception).startswith(f"{tmp_path / 'nope'} | run directory not found")
+    assert "p50" not in res.output  # nothing was measured

@@ -222,6 +222,9 @@ def bench_command(models, device, threads, batch, modes, times, warmup, runs, du
     _limit_blas_threads(threads)
     from edgelstm.runtime import bench as core
 
+    if torch_run and not Path(torch_run).is_dir():  # before minutes of ONNX timing, not after
+        raise CheckpointError(str(torch_run), "run directory not found", expected="a directory from edgelstm train",
+                              got=str(torch_run))
     if runs is None and duration is None:
         runs = 200
     mode_list = [m.strip() for m in modes.split(",") if m.strip()]
