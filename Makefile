@@ -4,15 +4,22 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench bench-peers test-arm clean install
+.PHONY: demo test bench bench-peers test-arm clean install wheel
 
 $(STAMP): pyproject.toml constraints.txt
 	@command -v $(PY) >/dev/null || { echo "error: $(PY) not found (Python 3.11 is required)"; exit 2; }
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	$(BIN)/pip install -q -c constraints.txt -e ".[export,train,dev]"
+	$(BIN)/pip install -q -c constraints.txt -e ".[export,train,quantize,verify,plot,dev]"
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# The device install: dist/edgelstm-VERSION-py3-none-any.whl (pure Python; numpy, onnxruntime and
+# click come from the device's own index). Copy it over and `pip install edgelstm-*.whl` there.
+wheel: $(STAMP)
+	rm -rf build dist/edgelstm-*.whl
+	$(BIN)/pip wheel -q --no-deps --no-build-isolation -w dist .
+	@ls -l dist/edgelstm-*.whl
 
 demo: $(STAMP)
 	$(BIN)/edgelstm demo --out demo_out

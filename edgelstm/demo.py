@@ -138,7 +138,8 @@ SUMMARY_COLUMNS: list[tuple[str, str]] = [
     ("family", "family"), ("dataset", "dataset"), ("role", "role"), ("metric", "metric"),
     ("test", "torch test"), ("onnx_fp32", "onnx fp32"), ("int8", "int8"), ("int8_delta", "int8 delta"),
     ("quality", "quality"), ("persistence_rmse", "persistence"), ("solved_at_epoch", "solved at epoch"),
-    ("params", "params"), ("fp32_kb", "fp32 KB"), ("int8_kb", "int8 KB"), ("int8_size_%", "int8 size %"), ("int8_decision", "int8 decision"),
+    ("params", "params"), ("fp32_kb", "fp32 KiB"), ("int8_kb", "int8 KiB"), ("int8_size_%", "int8 size %"),
+    ("int8_decision", "int8 decision"),
     ("recurrent", "recurrent nodes"), ("export_err", "export max err"), ("verify", "verify"),
     ("fp32_max_err", "verify fp32 max err"), ("int8_sqnr_db", "int8 SQNR dB"), ("drift_steps", "drift steps"), ("drift_growth", "drift growth"),
     ("torch_step_us", "torch step us"), ("fp32_step_us", "fp32 step us"), ("fp32_speedup", "fp32 speed-up"),
@@ -195,11 +196,15 @@ def write_report(ctx: DemoContext) -> tuple[Path, Path]:
           + "\n\nStage times (s): " + ", ".join(f"{k} {v:.1f}" for k, v in ctx.timings.items()) + "\n")
     md_path, json_path = ctx.out_dir / "report.md", ctx.out_dir / "report.json"
     write_text_atomic(md_path, md)
-    payload = {"quick": ctx.quick, "rows": ctx.rows, "stage_seconds": ctx.timings,
-               "environment": {"python": platform.python_version(), "machine": platform.machine(),
-                               "processor": platform.processor() or None}}
-    write_text_atomic(json_path, json.dumps(payload, indent=2, default=str) + "\n")
+    write_text_atomic(json_path, json.dumps(report_payload(ctx), indent=2, default=str) + "\n")
     return md_path, json_path
+
+
+def report_payload(ctx: DemoContext) -> dict:
+    """``report.json`` (schema ``edgelstm.demo/1``, docs/SCHEMAS.md)."""
+    return {"schema": "edgelstm.demo/1", "quick": ctx.quick, "rows": ctx.rows, "stage_seconds": ctx.timings,
+            "environment": {"python": platform.python_version(), "machine": platform.machine(),
+                            "processor": platform.processor() or None}}
 
 
 def run_demo(out_dir: str | Path = "demo_out", quick: bool = False, *, progress: bool = True,

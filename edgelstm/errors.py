@@ -65,6 +65,19 @@ class UnsupportedError(EdgeLSTMError, ValueError):
     exit_code = 6
 
 
+class MissingExtraError(UnsupportedError):
+    """A command or option needs an optional dependency group that is not installed (exit code 6).
+
+    The message is the whole instruction: ``train needs edgelstm[train]: pip install "edgelstm[train]"``."""
+
+    def __init__(self, what: str, extra: str, *, missing: list[str] | None = None):
+        super().__init__(what, f"needs edgelstm[{extra}]")
+        self.extra = extra
+        self.missing = list(missing or [])
+        suffix = f" (missing: {', '.join(self.missing)})" if self.missing else ""
+        self.args = (f'{what} needs edgelstm[{extra}]: pip install "edgelstm[{extra}]"{suffix}',)
+
+
 class ExportError(EdgeLSTMError):
     """Export failed its checks (checker, shape inference, onnxruntime load, parity)."""
 

@@ -31,6 +31,7 @@ from edgelstm.exporters.recurrent import (RecurrentLayer, describe, find_cells, 
                                           proxies_installed, recurrent_kind, _session)
 from edgelstm.exporters.spec import EXAMPLE_SIZES, EXAMPLE_SIZE_DEFAULT, InputSpec, make_inputs, parse_input_spec
 from edgelstm.manifest import MANIFEST_KEY, Manifest, StateSpec, TensorSpec
+from edgelstm.units import format_size
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +88,7 @@ class ExportReport:
 
     def summary(self) -> str:
         rec = ", ".join(f"{n['op']}({n['direction']}, hidden {n['hidden_size']})" for n in self.recurrent_nodes)
-        lines = [f"wrote {self.path} ({self.size_bytes / 1024:.1f} KiB, opset {self.opset})",
+        lines = [f"wrote {self.path} ({format_size(self.size_bytes)}, opset {self.opset})",
                  f"  nodes: {self.node_count_before} before cleaning -> {self.node_count_after} after "
                  f"({', '.join(f'{k} {v}' for k, v in self.nodes_after.items())})",
                  f"  recurrent: {rec}"]

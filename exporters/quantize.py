@@ -45,6 +45,7 @@ from edgelstm.errors import (DataError, EdgeLSTMError, ModelFileError, UnknownCh
 from edgelstm.exporters.int8_plan import Int8Decision, plan_int8
 from edgelstm.fileio import atomic_path
 from edgelstm.manifest import MANIFEST_KEY, SCHEMA_VERSION, Manifest
+from edgelstm.units import format_size
 
 log = logging.getLogger(__name__)
 
@@ -177,7 +178,7 @@ class QuantizeReport:
     def lines(self) -> list[str]:
         """Human-readable summary (the CLI prints these)."""
         out = [f"{self.options['mode']}: {self.input} -> {self.output}",
-               f"size: {_mb(self.size_before)} -> {_mb(self.size_after)} ({self.ratio:.2f}x smaller)"]
+               f"size: {format_size(self.size_before)} -> {format_size(self.size_after)} ({self.ratio:.2f}x smaller)"]
         if self.gru_rewritten:
             out.append(f"GRU rewritten for int8 weights: {', '.join(self.gru_rewritten)}")
         out += [f"kept float: {k}" for k in self.kept_float]
@@ -194,10 +195,6 @@ class QuantizeReport:
         for c in self.companions:
             out += c.lines()
         return out
-
-
-def _mb(n: int) -> str:
-    return f"{n / 1e6:.3f} MB" if n >= 1e5 else f"{n / 1e3:.1f} kB"
 
 
 # ============================================================================ loading

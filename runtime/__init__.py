@@ -23,7 +23,10 @@ import os
 from pathlib import Path
 from typing import Any, Sequence
 
-from edgelstm.errors import ManifestError, ModelFileError
+import onnxruntime as ort
+
+from edgelstm.errors import ManifestError, ModelFileError, UsageError
+from edgelstm.runtime.integrity import check_structure
 from edgelstm.runtime.model import IOSpec, Model, RunResult, StatePair, read_model_file
 from edgelstm.runtime.providers import DEVICES, ProviderPlan, plan_providers
 from edgelstm.runtime.seq2seq import Generation, Seq2SeqModel, companion_paths
@@ -34,27 +37,48 @@ __all__ = ["load", "Model", "Seq2SeqModel", "Stream", "StreamGroup", "RunResult"
            "DEVICES", "ProviderPlan", "plan_providers"]
 
 
-def load(path: str | os.PathLike, device: str | Sequence[str] = "auto", threads: int | None = None,
+def load(path: str | os.PathLike | bytes, device: str | Sequence[str] = "auto", threads: int | None = None,
          fallback: bool = True, provider_options: dict[str, dict[str, Any]] | None = None, *,
-         nan: str = "raise", optimization: str = "all", trust_modified: bool = False) -> Model | Seq2SeqModel:
+         nan: str = "raise", optimization: str = "all", session_options: ort.SessionOptions | None = None,
+         session_config: dict[str, Any] | None = None,
+         providers: Sequence[str | tuple[str, dict[str, Any]]] | None = None,
+         trust_modified: bool = False) -> Model | Seq2SeqModel:
     """Load an exported model (or any ONNX file) and create its onnxruntime session(s).
 
+    ``path``: a file, or the model's bytes (a single graph; a seq2seq pair loads from files).
     ``device``: ``auto``, ``cpu``, ``cuda``, ``tensorrt``, ``arm``, ``coreml``, ``nnapi``, ``qnn``,
-    or a list of onnxruntime provider names. ``fallback=False`` raises
+    or a list of onnxruntime provider names. ``providers``: onnxruntime's own form instead of
+    ``device``, names or ``(name, options)`` pairs, e.g. ``[("CUDAExecutionProvider", {"device_id":
+    1}), "CPUExecutionProvider"]``. ``fallback=False`` raises
     :class:`~edgelstm.errors.ProviderUnavailableError` when that provider is unavailable; with
-    fallback a warning names the providers used. ``threads``: intra-op threads (None = onnxruntime's
-    default). ``provider_options``: provider name -> options (override the defaults, e.g. the
-    TensorRT engine cache path). ``nan``: ``"raise"`` (default) or ``"pass"`` for NaN/Inf inputs.
-    ``trust_modified``: load a file whose seal (graph + manifest) is missing or does not match,
-    with a warning (the manifest is still validated); see :mod:`edgelstm.runtime.integrity`.
+    fallback a warning names the providers used. ``threads``: intra-op threads (None or 0 =
+    onnxruntime's default). ``provider_options``: provider name -> options (override the defaults,
+    e.g. the TensorRT engine cache path). ``nan``: ``"raise"`` (default) or ``"pass"`` for NaN/Inf
+    inputs. ``session_config``: session config entries added to the session options, e.g.
+    ``{"mlas.disable_kleidiai": "1"}``. ``session_options``: your own ``onnxruntime.SessionOptions``,
+    used as given (then ``threads`` and ``optimization`` must be left at their defaults: set them
+    on it). ``trust_modified``: load a file whose seal (graph + manifest) is missing or does not
+    match, with a warning (the manifest is still validated); see :mod:`edgelstm.runtime.integrity`.
 
     A seq2seq export loads from either of its files, or from the stem ``X.onnx`` when only
     ``X.encoder.onnx`` and ``X.decoder_step.onnx`` exist; it returns a :class:`Seq2SeqModel`.
     """
+    if session_options is not None and (threads is not None or optimization != "all"):
+        raise UsageError("session_options", "threads / optimization given twice",
+                         expected="set them on the SessionOptions you pass, or pass no session_options",
+                         got=f"threads={threads!r}, optimization={optimization!r}")
+    if providers is not None:
+        if device != "auto":
+            raise UsageError("providers", "device and providers both given", expected="one of them",
+                             got=f"device={device!r}, providers={providers!r}")
+        device, provider_options = _split_providers(providers, provider_options)
+    kwargs = dict(device=device, threads=threads, fallback=fallback, provider_options=provider_options,
+                  nan=nan, optimization=optimization, session_options=session_options, session_config=session_config,
+                  trust_modified=trust_modified)
+    if isinstance(path, (bytes, bytearray, memoryview)):
+        return _load_bytes(bytes(path), kwargs)
     p = Path(path)
     pair = companion_paths(p)
-    kwargs = dict(device=device, threads=threads, fallback=fallback, provider_options=provider_options,
-                  nan=nan, optimization=optimization, trust_modified=trust_modified)
     if pair is None and not p.exists():
         raise ModelFileError(str(p), "model file not found", expected="an existing .onnx file (or, for seq2seq, "
                              "X.encoder.onnx and X.decoder_step.onnx)", got="no such file")
@@ -77,6 +101,36 @@ def load(path: str | os.PathLike, device: str | Sequence[str] = "auto", threads:
     enc, dec = (model, other_model) if role == "encoder" else (other_model, model)
     _check_roles(enc, dec)
     return Seq2SeqModel(enc, dec)
+
+
+BYTES_SOURCE = "<model bytes>"  # what errors and ``model.path`` call a model given as bytes
+
+
+def _load_bytes(data: bytes, kwargs: dict) -> Model:
+    check_structure(data, BYTES_SOURCE)
+    model = Model(Path(BYTES_SOURCE), data, from_bytes=True, **kwargs)
+    if model.manifest is not None and model.manifest.graph != "model":
+        raise ModelFileError(BYTES_SOURCE, f"a seq2seq {model.manifest.graph} graph cannot load from bytes alone",
+                             expected="a single-graph model, or the pair's files", got=model.manifest.graph)
+    return model
+
+
+def _split_providers(providers, provider_options) -> tuple[list[str], dict[str, dict[str, Any]] | None]:
+    """onnxruntime's ``providers=[name | (name, options), ...]`` -> (names, provider_options)."""
+    names, opts = [], dict(provider_options or {})
+    for p in providers if not isinstance(providers, str) else [providers]:
+        if isinstance(p, str):
+            names.append(p)
+        elif isinstance(p, (tuple, list)) and len(p) == 2 and isinstance(p[0], str) and isinstance(p[1], dict):
+            names.append(p[0])
+            opts[p[0]] = {**opts.get(p[0], {}), **p[1]}
+        else:
+            raise UsageError("providers", "entries are provider names or (name, options) pairs",
+                             expected='e.g. ["CPUExecutionProvider"] or [("CUDAExecutionProvider", {"device_id": 0})]',
+                             got=repr(p))
+    if not names:
+        raise UsageError("providers", "empty provider list", expected="at least one provider", got="[]")
+    return names, opts or None
 
 
 def _load_pair(enc_path: Path, dec_path: Path, **kwargs) -> Seq2SeqModel:

@@ -56,8 +56,8 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 
 from edgelstm.errors import InputError, ManifestError, ModelFileError, UnknownChoiceError, UsageError
-from edgelstm.manifest import Manifest
-from edgelstm.runtime.integrity import iter_values, read_varint
+from edgelstm.manifest import MANIFEST_KEY, Manifest
+from edgelstm.runtime.integrity import graph_digest, iter_values, read_varint
 
 log = logging.getLogger(__name__)
 
@@ -609,6 +609,7 @@ def bench_onnx(path: str | os.PathLike, cases: Sequence[Case], settings: Setting
     except Exception as e:  # noqa: BLE001 - onnxruntime raises its own exception types
         raise ModelFileError(str(path), "onnxruntime cannot load the model", got=str(e).splitlines()[0]) from None
     create_s = time.perf_counter() - t0
+    digest = graph_digest(path.read_bytes())  # names the model across machines and file renames
     pairs = state_pairs(sess, manifest)
     out_names = [o.name for o in sess.get_outputs()]
     out_index = {n: i for i, n in enumerate(out_names)}
@@ -669,6 +670,7 @@ def bench_onnx(path: str | os.PathLike, cases: Sequence[Case], settings: Setting
             rss_delta_mb=(rss_now - rss0) if (rss_now is not None and rss0 is not None) else None,
             floor=floor, x_floor=(stats.p50 / floor["floor_s"]) if floor else None,
         ))
+        rows[-1]["graph_sha256"] = digest
         if progress:
             progress(f"{name}: {case.key} p50 {stats.p50 * 1e6:.1f} us, p99 {stats.p99 * 1e6:.1f} us")
     del sess
@@ -697,6 +699,7 @@ def bench_runtime(path: str | os.PathLike, cases: Sequence[Case], settings: Sett
     if not path.is_file():
         raise ModelFileError(str(path), "model file not found", expected="an existing .onnx file", got=str(path))
     facts = graph_facts(path)
+    digest = graph_digest(path.read_bytes())  # names the model across machines and file renames
     rss0 = _rss_mb()
     t0 = time.perf_counter()
     resolve_providers(settings.device, settings.provider_options)  # refuses options for unused providers
@@ -788,6 +791,7 @@ def bench_runtime(path: str | os.PathLike, cases: Sequence[Case], settings: Sett
             rss_delta_mb=(rss_now - rss0) if (rss_now is not None and rss0 is not None) else None,
             floor=floor, x_floor=(stats.p50 / floor["floor_s"]) if floor else None,
         ))
+        rows[-1]["graph_sha256"] = digest
         if progress:
             progress(f"{name}: {case.key} p50 {stats.p50 * 1e6:.1f} us, p99 {stats.p99 * 1e6:.1f} us")
     return rows
@@ -835,12 +839,14 @@ CSV_COLUMNS = ["machine", "name", "backend", "precision", "family", "graph", "mo
                "device", "runs", "p50_us", "p90_us", "p99_us", "min_us", "max_us", "jitter_us",
                "steps_per_s", "sequences_per_s", "rtf", "session_create_ms", "first_inference_ms",
                "file_bytes", "parameters", "rss_peak_mb", "floor_us", "x_floor",
-               "speedup_vs_baseline", "file_size_vs_baseline", "speedup_vs_torch"]
+               "speedup_vs_baseline", "file_size_vs_baseline", "speedup_vs_torch", "model_key"]
 
 
 def flat_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
-    """One flat dict per result with the :data:`CSV_COLUMNS` (times in us / ms)."""
-    machine = report.get("environment", {}).get("machine")
+    """One flat dict per result with the :data:`CSV_COLUMNS` (times in us / ms). ``machine`` is the
+    report's ``label`` when ``bench-report --label`` gave one; ``model_key`` is the graph digest
+    (first 12 hex digits), so copies of one model under other file names line up."""
+    machine = report.get("label") or report.get("environment", {}).get("machine")
     out = []
     for r in report["results"]:
         lat = r["latency_s"]
@@ -858,6 +864,7 @@ def flat_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
             "floor_us": _scale(floor.get("floor_s"), 1e6), "x_floor": r.get("x_floor"),
             "speedup_vs_baseline": r.get("speedup_vs_baseline"),
             "file_size_vs_baseline": r.get("file_size_vs_baseline"), "speedup_vs_torch": r.get("speedup_vs_torch"),
+            "model_key": (r.get("graph_sha256") or "")[:12] or r.get("name"),
         })
     return out
 
@@ -945,7 +952,8 @@ def _fmt(v: Any, spec: str = ".3g") -> str:
 def markdown_table(reports: Sequence[dict[str, Any]]) -> str:
     """One markdown table over the results of one or several machines."""
     header = ["machine", "model", "backend", "precision", "mode", "batch", "time", "threads",
-              "p50 us", "p99 us", "jitter us", "steps/s", "x floor", "vs first", "vs torch", "file KB"]
+              "p50 us", "p99 us", "jitter us", "steps/s", "RTF", "x floor", "vs first", "vs torch", "file KiB",
+              "create ms", "first call ms", "peak RSS MiB"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for rep in reports:
         for r in flat_rows(rep):
@@ -954,9 +962,10 @@ def markdown_table(reports: Sequence[dict[str, Any]]) -> str:
                 _fmt(r["machine"]), _fmt(r["name"]), _fmt(r["backend"]), _fmt(r["precision"]), _fmt(r["mode"]),
                 _fmt(r["batch"]), _fmt(r["time"]), _fmt(r["threads"] if r["threads"] is not None else "default"),
                 _fmt(r["p50_us"], ".1f"), _fmt(r["p99_us"], ".1f"), _fmt(r["jitter_us"], ".1f"),
-                _fmt(r["steps_per_s"], ".4g"), _fmt(r["x_floor"], ".2f"),
+                _fmt(r["steps_per_s"], ".4g"), _fmt(r["rtf"], ".3g"), _fmt(r["x_floor"], ".2f"),
                 _fmt(r["speedup_vs_baseline"], ".2f"), _fmt(r["speedup_vs_torch"], ".2f"),
-                _fmt(fb / 1024 if fb else None, ".1f"),
+                _fmt(fb / 1024 if fb else None, ".1f"), _fmt(r["session_create_ms"], ".1f"),
+                _fmt(r["first_inference_ms"], ".2f"), _fmt(r["rss_peak_mb"], ".0f"),
             ]) + " |")
     return "\n".join(lines) + "\n"
 
@@ -968,7 +977,7 @@ def environment_table(reports: Sequence[dict[str, Any]]) -> str:
     for rep in reports:
         e = rep["environment"]
         lines.append("| " + " | ".join(_fmt(v) for v in [
-            e.get("machine"), e.get("cpu"), e.get("arch"), f"{e.get('usable_cores')}/{e.get('cores')}",
+            rep.get("label") or e.get("machine"), e.get("cpu"), e.get("arch"), f"{e.get('usable_cores')}/{e.get('cores')}",
             e.get("onnxruntime"), ", ".join(e.get("providers") or e.get("available_providers") or []),
             f"{e.get('numpy')} / {e.get('blas')}", e.get("timestamp")]) + " |")
     return "\n".join(lines) + "\n"

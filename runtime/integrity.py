@@ -234,16 +234,24 @@ def read_model_bytes(path: str | os.PathLike) -> tuple[Path, bytes]:
         raise ModelFileError(str(p), "model path is not a regular file", expected="an .onnx file",
                              got="a device, FIFO or socket")
     data = p.read_bytes()
+    check_structure(data, str(p))
+    return p, data
+
+
+def check_structure(data: bytes, source: str) -> None:
+    """Structurally check ONNX bytes (a file's or a caller's); :class:`~edgelstm.errors.ModelFileError`
+    naming ``source`` when they are empty, truncated or not a ModelProto."""
+    from edgelstm.errors import ModelFileError  # noqa: PLC0415
+
     if not data:
-        raise ModelFileError(str(p), "model file is empty", expected="an ONNX protobuf", got="0 bytes")
+        raise ModelFileError(source, "model file is empty", expected="an ONNX protobuf", got="0 bytes")
     try:
         scan_model(data)
     except WireError as e:
         kind = "truncated or corrupt" if "more bytes than the file has" in str(e) or "past the end" in str(e) \
             else "not an ONNX model"
-        raise ModelFileError(str(p), f"model file is {kind}", expected="an ONNX ModelProto",
+        raise ModelFileError(source, f"model file is {kind}", expected="an ONNX ModelProto",
                              got=f"{e} ({len(data)} bytes)") from None
-    return p, data
 
 
 def seal_problem(data: bytes, source: str) -> tuple[str, str, str] | None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, NamedTuple, Sequence
@@ -168,16 +169,39 @@ def read_model_file(path: str | os.PathLike) -> tuple[Path, bytes]:
 
 def session_options(threads: int | None = None, *, inter_threads: int | None = None,
                     optimization: str = "all", record_placement: bool = True,
-                    profile_prefix: str | None = None) -> ort.SessionOptions:
+                    profile_prefix: str | None = None, base: ort.SessionOptions | None = None,
+                    config: dict[str, Any] | None = None) -> ort.SessionOptions:
+    """The session options edgelstm uses. ``base``: the caller's own ``SessionOptions``, used as
+    given (only ``config`` entries and placement recording are added to it); ``config``: session
+    config entries (``{"mlas.disable_kleidiai": "1"}``), values given as strings or numbers."""
+    if base is not None:
+        if not isinstance(base, ort.SessionOptions):
+            raise UsageError("session_options", "not an onnxruntime.SessionOptions",
+                             expected="onnxruntime.SessionOptions()", got=type(base).__name__)
+        so = base
+    else:
+        so = _own_session_options(threads, inter_threads, optimization, profile_prefix)
+    for key, value in (config or {}).items():
+        if not isinstance(key, str) or isinstance(value, (dict, list, tuple, set)) or value is None:
+            raise UsageError("session_config", "entries are name -> string (or number)",
+                             expected='e.g. {"mlas.disable_kleidiai": "1"}', got=f"{key!r}: {value!r}")
+        text = ("1" if value else "0") if isinstance(value, bool) else str(value)
+        try:
+            so.add_session_config_entry(key, text)
+        except Exception as e:  # onnxruntime refuses some keys/values with its own exception types
+            raise UsageError("session_config", f"onnxruntime refused the entry {key!r}", got=str(e)[:200]) from None
+    if record_placement:
+        so.add_session_config_entry("session.record_ep_graph_assignment_info", "1")
+    return so
+
+
+_session_options = session_options  # Model.__init__ has a parameter of the same name
+
+
+def _own_session_options(threads, inter_threads, optimization, profile_prefix) -> ort.SessionOptions:
     so = ort.SessionOptions()
+    threads = check_threads(threads)
     if threads is not None:
-        if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)):
-            raise UsageError("threads", "thread count must be an integer or None",
-                             expected="an int >= 0 or None", got=repr(threads))
-        threads = int(threads)
-        if threads < 0:
-            raise UsageError("threads", "thread count must be >= 0 (0 = onnxruntime's default)",
-                             expected=">= 0", got=threads)
         so.intra_op_num_threads = threads
     if inter_threads is not None:
         so.inter_op_num_threads = inter_threads
@@ -187,8 +211,6 @@ def session_options(threads: int | None = None, *, inter_threads: int | None = N
         raise UsageError("optimization", "unknown graph optimization level", expected=list(levels), got=optimization)
     so.graph_optimization_level = levels[optimization]
     so.log_severity_level = 3  # errors only: onnxruntime warnings go through our own checks
-    if record_placement:
-        so.add_session_config_entry("session.record_ep_graph_assignment_info", "1")
     if profile_prefix:
         so.enable_profiling = True
         so.profile_file_prefix = profile_prefix
@@ -196,18 +218,22 @@ def session_options(threads: int | None = None, *, inter_threads: int | None = N
 
 
 def check_threads(threads: Any) -> int | None:
-    """``threads`` for :func:`edgelstm.runtime.load`: a positive integer or None (onnxruntime's default)."""
+    """The one rule for ``threads`` everywhere: an integer >= 0, or None; 0 and None both mean
+    onnxruntime's default (0 is onnxruntime's own spelling of it)."""
     if threads is None:
         return None
-    if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or threads < 1:
-        raise UsageError("threads", "intra-op thread count must be a positive integer or None",
-                         expected="an int >= 1 or None (onnxruntime's default)", got=repr(threads))
+    if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or threads < 0:
+        raise UsageError("threads", "intra-op thread count must be an integer >= 0 or None",
+                         expected="an int >= 1, or 0 / None for onnxruntime's default", got=repr(threads))
     return int(threads)
 
 
-def create_session(path: Path, plan: ProviderPlan, so: ort.SessionOptions) -> ort.InferenceSession:
+def create_session(path: Path, plan: ProviderPlan, so: ort.SessionOptions,
+                   data: bytes | None = None) -> ort.InferenceSession:
+    """A session on ``path`` (or, for a model given as bytes, on ``data``; ``path`` names it)."""
     try:
-        return ort.InferenceSession(str(path), so, providers=plan.providers, provider_options=plan.options)
+        return ort.InferenceSession(str(path) if data is None else data, so, providers=plan.providers,
+                                    provider_options=plan.options)
     except Exception as e:  # onnxruntime raises its own exception types (InvalidProtobuf, Fail, ...)
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ModelFileError(str(path), "onnxruntime cannot load this model", expected="a valid ONNX model",
@@ -226,7 +252,9 @@ class Model:
     def __init__(self, path: Path, data: bytes, *, device: str | Sequence[str] = "auto",
                  threads: int | None = None, fallback: bool = True,
                  provider_options: dict[str, dict[str, Any]] | None = None, nan: str = "raise",
-                 optimization: str = "all", trust_modified: bool = False):
+                 optimization: str = "all", session_options: ort.SessionOptions | None = None,
+                 session_config: dict[str, Any] | None = None, from_bytes: bool = False,
+                 trust_modified: bool = False):
         if nan not in NAN_MODES:
             raise UsageError("nan", "unknown NaN/Inf policy", expected=list(NAN_MODES), got=nan)
         threads = check_threads(threads)
@@ -235,9 +263,10 @@ class Model:
         self.manifest = check_model_bytes(data, str(path), trust_modified=trust_modified)
         self.nan = nan
         self.threads = threads
+        self._cast_warned: set[tuple[str, str]] = set()
         self._plan = plan_providers(device, fallback=fallback, provider_options=provider_options)
-        self._so_args = dict(threads=threads, optimization=optimization)
-        self.session = create_session(path, self._plan, session_options(threads, optimization=optimization))
+        so = _session_options(threads, optimization=optimization, base=session_options, config=session_config)
+        self.session = create_session(path, self._plan, so, data if from_bytes else None)
         self.providers: list[str] = list(self.session.get_providers())
         self._check_active_provider(fallback)
         self.inputs = _io_specs(self.session.get_inputs())
@@ -497,7 +526,11 @@ class Model:
         f = spec.fixed(-1)
         if f is not None and arr.shape[-1] != f:
             raise InputError(name, "wrong feature size", expected=f, got=arr.shape[-1])
-        if arr.dtype != spec.dtype:
+        if arr.dtype != spec.dtype:  # another float type: cast, and say so once per input and dtype
+            if (name, arr.dtype.name) not in self._cast_warned:
+                self._cast_warned.add((name, arr.dtype.name))
+                warnings.warn(f"{name}: {arr.dtype.name} input cast to the graph's {spec.dtype.name}",
+                              RuntimeWarning, stacklevel=4)
             arr = arr.astype(spec.dtype)
         self.check_nan(name, arr, nan)
         if self._norm is not None:

@@ -157,8 +157,7 @@ def plan_providers(device: str | Sequence[str] = "auto", *, fallback: bool = Tru
                 what, f"{primary} is not available in this onnxruntime build",
                 expected=f"one of the available providers {avail}", got=primary)
         msg = f"{primary} is not available (available: {avail}); running on {providers}"
-        log.warning(msg)
-        warnings.warn(msg, RuntimeWarning, stacklevel=3)
+        warnings.warn(msg, RuntimeWarning, stacklevel=3)  # one channel: the CLI shows it once, not twice
     opts = []
     for p in providers:
         o = dict(_default_options(p))

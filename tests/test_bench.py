@@ -17,7 +17,7 @@ import pytest
 from click.testing import CliRunner
 
 from edgelstm.cli import cli
-from edgelstm.errors import InputError, ManifestError, ModelFileError, UnknownChoiceError, UsageError
+from edgelstm.errors import CheckpointError, InputError, ManifestError, ModelFileError, UnknownChoiceError, UsageError
 from edgelstm.runtime import bench as core
 from graphs import RecurrentSpec, Seq2SeqSpec, build_recurrent, save, save_seq2seq
 
@@ -221,6 +221,40 @@ def test_bench_report_merges_machines(models, tmp_path):
     assert png.stat().st_size > 1000
 
 
+def test_bench_report_labels_digest_key_and_noise(models, tmp_path):
+    """Two runs of one model under different file names on one host: --label tells them apart,
+    the graph digest lines the copies up, and a busy machine is flagged."""
+    import shutil
+
+    from edgelstm.cli.bench import NOISY_P99_OVER_P50, noise_warnings
+
+    copy = tmp_path / "renamed.onnx"
+    shutil.copy(models["gru"], copy)
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    for model, out in ((models["gru"], a), (copy, b)):
+        assert _bench([model, "--runs", "2", "--no-floor", "--json", out]).exit_code == 0
+    res = CliRunner().invoke(cli, ["bench-report", str(a), str(b), "--label", "laptop", "--label", "pi4",
+                                   "--json", "-"])
+    assert res.exit_code == 0, res.output
+    rows = json.loads(res.stdout)["rows"]
+    assert [(r["machine"], r["name"]) for r in rows] == [("laptop", "gru"), ("pi4", "renamed")]
+    assert rows[0]["model_key"] == rows[1]["model_key"] and len(rows[0]["model_key"]) == 12
+    bad = CliRunner().invoke(cli, ["bench-report", str(a), str(b), "--label", "laptop"], standalone_mode=False)
+    assert isinstance(bad.exception, UsageError) and "one label per input file; expected 2, got 1" in str(bad.exception)
+
+    rep = json.loads(a.read_text())
+    rep["environment"].update(load_average=[3.5, 3.0, 2.0], usable_cores=2, machine="busy")
+    lat = rep["results"][0]["latency_s"]
+    lat["p99"] = lat["p50"] * (NOISY_P99_OVER_P50 + 13)
+    assert noise_warnings([rep]) == [
+        "warning: busy: load average 3.5 on 2 usable cores while measuring; rerun on a quiet machine before comparing",
+        f"warning: busy: p99 above {NOISY_P99_OVER_P50:g}x p50 in 1 case(s) (worst 18x: gru stream b1 t1); "
+        "the machine was busy"]
+    rep["environment"]["load_average"] = [0.5, 0.5, 0.5]
+    rep["results"][0]["latency_s"]["p99"] = lat["p50"] * 2
+    assert noise_warnings([rep]) == []
+
+
 @pytest.mark.parametrize("content,match", [
     ('{"schema": "other/1"}', r"not an edgelstm benchmark result; expected schema 'edgelstm.bench/1', got other/1"),
     ("[1, 2", r"benchmark file is not valid JSON"),
@@ -278,3 +312,11 @@ def test_bench_torch_side_by_side(models, tmp_path, monkeypatch):
         t = next(x for x in torch_rows if x["mode"] == r["mode"])
         assert r["speedup_vs_torch"] == pytest.approx(t["latency_s"]["p50"] / r["latency_s"]["p50"])
     assert torch_rows[0]["speedup_vs_torch"] == pytest.approx(1.0)
+
+
+def test_bench_torch_run_dir_checked_before_timing(models, tmp_path):
+    """A wrong --torch directory fails at once, not after the ONNX models were timed."""
+    res = _bench([models["gru"], "--runs", "200", "--torch", str(tmp_path / "nope")])
+    assert res.exit_code != 0 and isinstance(res.exception, CheckpointError)
+    assert str(res.exception).startswith(f"{tmp_path / 'nope'} | run directory not found")
+    assert "p50" not in res.output  # nothing was measured

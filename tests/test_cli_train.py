@@ -1,7 +1,9 @@
 """``edgelstm train``, ``models``, ``datasets`` and ``demo`` through the CLI entry point (in-process)."""
 from __future__ import annotations
 
+import io
 import json
+import sys
 
 import numpy as np
 import pytest
@@ -40,10 +42,32 @@ def test_train_user_csv_end_to_end(tmp_path, capsys):
     assert len(json.loads((out / "history.json").read_text())) == 2
 
 
-def test_train_progress_bar_goes_to_stderr(tmp_path, capsys):
+def test_train_progress_off_a_terminal_is_one_line_per_epoch(tmp_path, capsys):
     code, stdout, stderr = run_cli(["train", "--family", "lstm", "--dataset", f"csv:{_csv(tmp_path)}",
-                                    "--out", str(tmp_path / "r"), "--hidden", "4", "--epochs", "1"], capsys)
-    assert code == 0 and "val_accuracy=" in stderr and "batch" in stderr and "val_accuracy=" not in stdout
+                                    "--out", str(tmp_path / "r"), "--hidden", "4", "--epochs", "2"], capsys)
+    lines = stderr.splitlines()
+    assert code == 0 and "\r" not in stderr and " loss " not in stdout
+    assert [ln.split(" loss ")[0] for ln in lines] == [f"lstm on csv:{tmp_path}/seqs.csv: epoch {e}/2" for e in (1, 2)]
+    assert all(" val accuracy " in ln for ln in lines)
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_train_progress_bar_on_a_terminal_completes_when_stopped_early(monkeypatch):
+    from edgelstm.training import loop
+
+    term = _Terminal()
+    monkeypatch.setattr(sys, "stderr", term)
+    bar = loop._progress(total=10, enabled=True, desc="lstm on digits", epochs=5)
+    bar.update(4)
+    bar.epoch_end(2, 0.5, "accuracy", 0.9)
+    bar.stopped("early stop at epoch 2")
+    bar.close()
+    final = term.getvalue().split("\r")[-1]
+    assert "100%" in final and "4/4" in final and "early stop at epoch 2" in final and "val_accuracy=0.9000" in final
 
 
 @pytest.mark.parametrize("args,code,match", [
@@ -76,8 +100,8 @@ def test_train_refuses_existing_run_dir(tmp_path, capsys):
 
 
 def test_models_lists_every_family(capsys):
-    code, out, _ = run_cli(["models", "--json"], capsys)
-    rows = json.loads(out)
+    code, out, _ = run_cli(["models", "--json", "-"], capsys)
+    rows = json.loads(out)["families"]
     assert code == 0 and [r["family"] for r in rows] == ["lstm", "peephole", "gru", "attention"]
     assert {"seq2seq", "classify"} <= set(rows[3]["tasks"])
 
@@ -85,7 +109,7 @@ def test_models_lists_every_family(capsys):
 def test_datasets_lists_and_describes(tmp_path, capsys):
     code, out, _ = run_cli(["datasets"], capsys)
     assert code == 0 and all(n in out for n in ("digits", "airline", "sine", "timing", "dates", "csv:PATH"))
-    code, out, _ = run_cli(["datasets", f"csv:{_csv(tmp_path)}", "--json"], capsys)
+    code, out, _ = run_cli(["datasets", f"csv:{_csv(tmp_path)}", "--json", "-"], capsys)
     d = json.loads(out)
     assert code == 0 and d["task"] == "classify" and d["labels"] == ["down", "up"] and sum(d["sizes"].values()) == 40
 
@@ -103,7 +127,7 @@ def test_demo_stages_rows_and_report(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(demo, "QUICK", dict(demo.QUICK, max_train=64))
     code, out, _ = run_cli(["demo", "--out", str(tmp_path), "--quick", "--quiet"], capsys)
     assert code == 0
-    assert "| family | dataset | role | metric | torch test |" in out and "| fp32 KB |" in out
+    assert "| family | dataset | role | metric | torch test |" in out and "| fp32 KiB |" in out
     report = json.loads((tmp_path / "report.json").read_text())
     row = report["rows"][0]
     assert row["family"] == "lstm" and row["fp32_kb"] == row["weights_kb"] > 0

@@ -1,6 +1,7 @@
-"""The example apps in examples/ run on a device install: torch and onnx are blocked in their process.
+"""The example apps in edgelstm/examples/ run on a device install: torch and onnx are blocked in their process.
 
-Each app runs as ``python -c BLOCK + runpy.run_path(app)`` on tiny models exported here, and its
+Each app runs as ``python -c BLOCK + runpy.run_module("edgelstm.examples.APP")`` (what
+``python -m edgelstm.examples.APP`` does) on tiny models exported here, and its
 output is checked against ``runtime.load(...).run`` on the whole sequence.
 """
 from __future__ import annotations
@@ -21,7 +22,6 @@ from edgelstm.exporters import export_model
 sys.path.insert(0, str(Path(__file__).parent))
 from tiny import TINY, make_tiny  # noqa: E402
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 LABELS = ["up", "down", "left"]
 
 # Stepping frame by frame vs one whole-sequence run executes the same fp32 recurrence in a
@@ -29,7 +29,7 @@ LABELS = ["up", "down", "left"]
 # 9 significant digits, which round-trips float32 exactly.
 STEP_TOL = 1e-5
 
-# A meta-path finder that refuses torch/onnx, then the app as __main__ (no sitecustomize needed).
+# A meta-path finder that refuses torch/onnx, then the app module (or a script path) as __main__.
 RUNNER = """
 import importlib.abc, runpy, sys
 class Block(importlib.abc.MetaPathFinder):
@@ -39,12 +39,17 @@ class Block(importlib.abc.MetaPathFinder):
 sys.meta_path.insert(0, Block())
 app = sys.argv[1]
 sys.argv = sys.argv[1:]
-runpy.run_path(app, run_name='__main__')
+if app.endswith('.py'):
+    runpy.run_path(app, run_name='__main__')
+else:
+    runpy.run_module(app, run_name='__main__', alter_sys=True)
 """
 
 
-def run_app(app: str, *args, stdin: str | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", RUNNER, str(EXAMPLES / app), *map(str, args)], input=stdin,
+def run_app(app: str | Path, *args, stdin: str | None = None) -> subprocess.CompletedProcess:
+    """``app``: an example's file name (run as ``python -m edgelstm.examples.NAME``) or a script path."""
+    target = str(app) if isinstance(app, Path) else f"edgelstm.examples.{Path(app).stem}"
+    return subprocess.run([sys.executable, "-c", RUNNER, target, *map(str, args)], input=stdin,
                           capture_output=True, text=True, timeout=120)
 
 
@@ -213,6 +218,6 @@ def test_runner_blocks_torch_and_onnx(tmp_path):
     for mod in ("torch", "onnx"):
         script = tmp_path / f"imports_{mod}.py"
         script.write_text(f"import {mod}\n")
-        r = run_app(script)  # an absolute path replaces the examples/ prefix
+        r = run_app(script)  # a Path runs as a script
         assert r.returncode != 0
         assert f"ImportError: blocked import: {mod}" in r.stderr

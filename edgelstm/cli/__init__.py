@@ -3,7 +3,9 @@ so ``edgelstm run`` on a device never imports torch.
 
 Errors: every :class:`~edgelstm.errors.EdgeLSTMError` becomes one line on stderr and its
 ``exit_code``; click usage errors exit 2. No traceback reaches the user (set
-``EDGELSTM_DEBUG=1`` to see one).
+``EDGELSTM_DEBUG=1`` to see one). A command (or option) whose extra is not installed
+(:mod:`edgelstm.extras`) ends, before any work, in one line naming the extra (exit 6); ``--help``
+marks those commands. A closed stdout (``edgelstm run ... --json - | head -1``) ends quietly.
 """
 from __future__ import annotations
 
@@ -15,7 +17,8 @@ import sys
 import click
 
 from edgelstm import __version__
-from edgelstm.errors import EdgeLSTMError
+from edgelstm.errors import EdgeLSTMError, MissingExtraError
+from edgelstm.extras import COMMAND_EXTRAS, OPTION_EXTRAS, extra_for_module, installed, require
 
 # command name -> module under edgelstm.cli exposing ``command`` (a click.Command)
 COMMANDS: dict[str, str] = {
@@ -30,7 +33,40 @@ COMMANDS: dict[str, str] = {
     "bench": "bench",
     "bench-report": "bench",
     "inspect": "inspect",
+    "env": "env",
 }
+
+
+def _needs_label(name: str) -> str:
+    """``(needs edgelstm[train]) `` before a command's help line; ``MISSING`` when not installed."""
+    extras = COMMAND_EXTRAS.get(name, ())
+    if not extras:
+        return ""
+    state = "" if all(installed(e) for e in extras) else ", MISSING"
+    return f"(needs edgelstm[{','.join(extras)}]{state}) "
+
+
+def _check_extras(name: str, cmd: click.Command) -> None:
+    """Wrap ``cmd``'s callback (once) so that missing extras fail after parsing (``--help`` still
+    works) and before any work: the command's own extras, then those of the options given."""
+    callback = cmd.callback
+    if callback is None or getattr(callback, "_edgelstm_checked", False):
+        return
+
+    def checked(*args, **kwargs):
+        if COMMAND_EXTRAS.get(name):
+            require(COMMAND_EXTRAS[name], name)
+        for (command, option), extra in OPTION_EXTRAS.items():
+            if command != name:
+                continue
+            param = next((p for p in cmd.params if option in getattr(p, "opts", ())), None)
+            if param is not None and kwargs.get(param.name):
+                require(extra, f"{name} {option}")
+        return callback(*args, **kwargs)
+
+    checked._edgelstm_checked = True  # type: ignore[attr-defined]
+    checked.__doc__ = callback.__doc__
+    cmd.callback = checked
 
 
 class LazyGroup(click.Group):
@@ -46,10 +82,33 @@ class LazyGroup(click.Group):
         except ModuleNotFoundError as e:
             if e.name and e.name.startswith("edgelstm.cli"):
                 return None  # command not built yet
-            raise click.ClickException(
-                f"{name} | needs the optional dependency {e.name!r}; "
-                f"install it with: pip install 'edgelstm[export,train]'") from None
-        return getattr(mod, "commands")[name]
+            raise _missing_extra(name, e) from None
+        cmd = getattr(mod, "commands")[name]
+        _check_extras(name, cmd)
+        return cmd
+
+    def format_commands(self, ctx, formatter):
+        rows = []
+        limit = formatter.width - 6 - max(map(len, COMMANDS))
+        for name in self.list_commands(ctx):
+            cmd = self.get_command(ctx, name)
+            if cmd is not None and not cmd.hidden:
+                label = _needs_label(name)
+                rows.append((name, label + cmd.get_short_help_str(max(20, limit - len(label)))))
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+        formatter.write_paragraph()
+        formatter.write_text('(needs edgelstm[X]): the command needs that extra, pip install "edgelstm[X]"; '
+                             "the others run on a device install (numpy, onnxruntime, click). "
+                             "`edgelstm env` lists what is installed and what each command and option needs.")
+
+
+def _missing_extra(name: str, e: ModuleNotFoundError) -> EdgeLSTMError:
+    """An import of an optional dependency that failed anyway (a code path the table missed)."""
+    extra = extra_for_module(e.name)
+    if extra is None:
+        return EdgeLSTMError(name, "a required module is missing", got=f"no module named {e.name!r}")
+    return MissingExtraError(name, extra, missing=[str(e.name)])
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -63,7 +122,23 @@ def cli(verbose: int) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     try:
-        rv = cli.main(args=argv, prog_name="edgelstm", standalone_mode=False)
+        try:
+            rv = cli.main(args=argv, prog_name="edgelstm", standalone_mode=False)
+        except ModuleNotFoundError as e:
+            if os.environ.get("EDGELSTM_DEBUG") or extra_for_module(e.name) is None:
+                raise
+            args = sys.argv[1:] if argv is None else argv
+            raise _missing_extra(next((a for a in args if a in COMMANDS), "edgelstm"), e) from None
+    except BrokenPipeError:  # stdout closed early (`| head`): stop quietly, like a well-behaved filter
+        _silence_stdout()
+        sys.exit(0)
+    except SystemExit as e:
+        # click turns a broken pipe into a silent exit 1 after wrapping stdout; a reader that stops
+        # early (`edgelstm run ... | head -1`) got what it asked for: exit 0, like the case above
+        if type(sys.stdout).__name__.endswith("PacifyFlushWrapper"):
+            _silence_stdout()
+            sys.exit(0)
+        raise
     except EdgeLSTMError as e:
         if os.environ.get("EDGELSTM_DEBUG"):
             raise
@@ -85,3 +160,12 @@ def main(argv: list[str] | None = None) -> None:
         click.echo("interrupted", err=True)
         sys.exit(130)
     sys.exit(rv if isinstance(rv, int) else 0)
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's final flush cannot raise again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass

@@ -6,7 +6,6 @@ The timing core is :mod:`edgelstm.runtime.bench`.
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 import sys
@@ -15,12 +14,14 @@ from typing import Any, Callable, Sequence
 
 import click
 
+from edgelstm.cli import options
 from edgelstm.cli.options import device as device_option
 from edgelstm.cli.options import json_out as json_option
 from edgelstm.cli.options import provider_option as provider_option_option
 from edgelstm.cli.options import threads as threads_option
 from edgelstm.cli.options import trust_modified as trust_modified_option
 from edgelstm.errors import CheckpointError, UsageError
+from edgelstm.extras import require
 from edgelstm.fileio import atomic_path, write_text_atomic
 
 log = logging.getLogger(__name__)
@@ -46,7 +47,7 @@ def _int_list(option: str, text: str, limit: int) -> list[int]:
 def _limit_blas_threads(threads: int | None) -> None:
     """Make the NumPy/BLAS floor use the same thread count as onnxruntime (only effective
     before NumPy is first imported, which the lazy CLI guarantees for a fresh process)."""
-    if threads is None:
+    if not threads:  # None or 0: onnxruntime's default, and BLAS keeps its own
         return
     for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(var, str(threads))
@@ -58,6 +59,33 @@ def _progress(line: str) -> None:
     click.echo(line, err=True)
 
 
+# A p99 this many times the p50 means the machine was busy (other processes, frequency scaling)
+# while measuring: steady-state onnxruntime steps on an idle core stay within about 2x here.
+NOISY_P99_OVER_P50 = 5.0
+
+
+def noise_warnings(reports: Sequence[dict]) -> list[str]:
+    """One line per machine that was too busy to trust: load average above its usable cores, or
+    cases whose p99 exceeds NOISY_P99_OVER_P50 times their p50."""
+    from edgelstm.runtime.bench import flat_rows
+
+    out = []
+    for rep in reports:
+        env = rep.get("environment", {})
+        where = rep.get("label") or env.get("machine")
+        load, cores = env.get("load_average"), env.get("usable_cores") or env.get("cores")
+        if load and cores and load[0] > cores:
+            out.append(f"warning: {where}: load average {load[0]:.1f} on {cores} usable cores while measuring; "
+                       "rerun on a quiet machine before comparing")
+        noisy = [(r["name"], r["mode"], r["batch"], r["time"], r["p99_us"] / r["p50_us"]) for r in flat_rows(rep)
+                 if r["p50_us"] and r["p99_us"] / r["p50_us"] > NOISY_P99_OVER_P50]
+        if noisy:
+            worst = max(noisy, key=lambda n: n[4])
+            out.append(f"warning: {where}: p99 above {NOISY_P99_OVER_P50:g}x p50 in {len(noisy)} case(s) "
+                       f"(worst {worst[4]:.0f}x: {worst[0]} {worst[1]} b{worst[2]} t{worst[3]}); the machine was busy")
+    return out
+
+
 # ---------------------------------------------------------------------------------- PyTorch
 def bench_torch(run_dir: str, feeds_for: Callable[[Any], dict], graph_role: str, cases: Sequence[Any],
                 settings: Any, progress: Callable[[str], None] | None = None) -> list[dict]:
@@ -67,11 +95,9 @@ def bench_torch(run_dir: str, feeds_for: Callable[[Any], dict], graph_role: str,
     LSTM/GRU kernels; TF32 as ``torch.backends.cudnn.allow_tf32`` says, on by default like
     onnxruntime's ``use_tf32``) and each timed call ends with ``torch.cuda.synchronize()``: an
     asynchronous launch alone would time nothing. Without CUDA in this torch it is a usage error."""
-    try:
-        import torch
-    except ImportError:
-        raise UsageError("--torch", "needs PyTorch installed", expected="pip install 'edgelstm[export]'",
-                         got="no torch") from None
+    require("export", "bench --torch")
+    import torch
+
     from edgelstm.runtime import bench as core
 
     try:
@@ -147,33 +173,49 @@ def bench_torch(run_dir: str, feeds_for: Callable[[Any], dict], graph_role: str,
 
 # ---------------------------------------------------------------------------------- plot
 def plot_reports(reports: Sequence[dict], out: str) -> None:
-    """Bar chart of p50 latency per (model, case), one bar colour per machine; log scale."""
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise UsageError("--plot", "needs matplotlib", expected="pip install matplotlib", got="not installed") from None
+    """Bar chart of p50 latency per (model, case), one bar colour per machine, whiskers from the
+    minimum to p99; log scale. Models are matched by graph digest, so renamed copies line up."""
+    require("plot", "--plot")
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import matplotlib.ticker
     from edgelstm.runtime.bench import flat_rows
 
-    labels: list[str] = []
-    series: dict[str, dict[str, float]] = {}
-    for rep in reports:
-        for r in flat_rows(rep):
-            label = f"{r['name']} {r['mode']} b{r['batch']} t{r['time']}"
-            if label not in labels:
-                labels.append(label)
-            series.setdefault(str(r["machine"]), {})[label] = r["p50_us"]
+    keys: list[tuple] = []
+    names: dict[tuple, str] = {}
+    series: dict[str, dict[tuple, dict]] = {}
+    for i, rep in enumerate(reports):
+        rows = flat_rows(rep)
+        machine = str(rows[0]["machine"]) if rows else f"report {i + 1}"
+        while machine in series:  # two files from one host without --label: keep both
+            machine += "'"
+        series[machine] = {}
+        for r in rows:
+            key = (r["model_key"], r["backend"], r["mode"], r["batch"], r["time"])
+            if key not in keys:
+                keys.append(key)
+                names[key] = f"{r['name']} {r['mode']} b{r['batch']} t{r['time']}"
+            series[machine][key] = r
     width = 0.8 / max(1, len(series))
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.5 * len(labels) * max(1, len(series)) + 2), 4.5))
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.5 * len(keys) * max(1, len(series)) + 2), 4.5))
     for j, (machine, vals) in enumerate(series.items()):
-        xs = [i + j * width for i, lab in enumerate(labels) if lab in vals]
-        ax.bar(xs, [vals[lab] for lab in labels if lab in vals], width, label=machine)
-    ax.set_xticks([i + width * (len(series) - 1) / 2 for i in range(len(labels))])
-    ax.set_xticklabels(labels, rotation=60, ha="right", fontsize=7)
+        present = [k for k in keys if k in vals]
+        xs = [keys.index(k) + j * width for k in present]
+        p50 = [vals[k]["p50_us"] for k in present]
+        lo = [p - vals[k]["min_us"] for p, k in zip(p50, present)]
+        hi = [vals[k]["p99_us"] - p for p, k in zip(p50, present)]
+        ax.bar(xs, p50, width, yerr=[lo, hi], capsize=2, error_kw={"elinewidth": 0.8}, label=machine)
+    ax.set_xticks([i + width * (len(series) - 1) / 2 for i in range(len(keys))])
+    ax.set_xticklabels([names[k] for k in keys], rotation=60, ha="right", fontsize=7)
     ax.set_yscale("log")
-    ax.set_ylabel("p50 latency per call (us)")
-    ax.set_title("edgelstm bench")
+    plain = matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}")  # 90, not 9x10^1
+    ax.yaxis.set_major_formatter(plain)
+    ax.yaxis.set_minor_formatter(plain)
+    ax.tick_params(axis="y", which="minor", labelsize=7)
+    ax.grid(axis="y", which="both", alpha=0.3)
+    ax.set_ylabel("latency per call (us, log scale)")
+    ax.set_title("edgelstm bench: bars p50, whiskers min to p99", fontsize=10)
     ax.legend(fontsize=8)
     fig.tight_layout()
     with atomic_path(out) as tmp:
@@ -211,6 +253,9 @@ def bench_command(models, device, provider_option, threads, batch, modes, times,
     from edgelstm.runtime import bench as core
     from edgelstm.runtime.providers import parse_provider_options
 
+    if torch_run and not Path(torch_run).is_dir():  # before minutes of ONNX timing, not after
+        raise CheckpointError(str(torch_run), "run directory not found", expected="a directory from edgelstm train",
+                              got=str(torch_run))
     if runs is None and duration is None:
         runs = 200
     mode_list = [m.strip() for m in modes.split(",") if m.strip()]
@@ -246,13 +291,16 @@ def bench_command(models, device, provider_option, threads, batch, modes, times,
     providers = sorted({p for r in rows if r["backend"] == "onnxruntime" for p in r["providers"]})
     report = core.make_report(rows, settings, core.environment(threads, providers))
     if json_out:
-        write_text_atomic(json_out, json.dumps(report, indent=1) + "\n")
+        options.write_json(json_out, core.SCHEMA, report, indent=1)
     if csv_out:
         write_text_atomic(csv_out, core.to_csv(report))
     if plot_out:
         plot_reports([report], plot_out)
-    click.echo(core.environment_table([report]))
-    click.echo(core.markdown_table([report]), nl=False)
+    for line in noise_warnings([report]):
+        click.echo(line, err=True)
+    echo = options.echo_for(json_out)
+    echo(core.environment_table([report]))
+    echo(core.markdown_table([report]), nl=False)
 
 
 def _unique_names(paths: Sequence[str]) -> list[str]:
@@ -269,16 +317,30 @@ def _unique_names(paths: Sequence[str]) -> list[str]:
 @click.option("--out", "md_out", type=click.Path(dir_okay=False), default=None,
               help="Write the markdown here instead of stdout.")
 @click.option("--plot", "plot_out", type=click.Path(dir_okay=False), default=None, help="Write one bar chart (PNG).")
-def bench_report_command(results, md_out, plot_out) -> None:
-    """Merge bench JSON files from several machines into one markdown table and one plot."""
+@click.option("--label", "labels", multiple=True,
+              help="A name per input file, in order (repeat), shown instead of the hostname.")
+@json_option
+def bench_report_command(results, md_out, plot_out, labels, json_out) -> None:
+    """Merge bench JSON files from several machines into one markdown table and one plot.
+    Models are matched by graph digest (renamed copies line up); busy machines are flagged."""
     from edgelstm.runtime import bench as core
 
+    if labels and len(labels) != len(results):
+        raise UsageError("--label", "one label per input file", expected=len(results), got=len(labels))
     reports = [core.load_report(p) for p in results]
+    for rep, label in zip(reports, labels):
+        rep["label"] = label
+    for line in noise_warnings(reports):
+        click.echo(line, err=True)
     text = "## Machines\n\n" + core.environment_table(reports) + "\n## Results\n\n" + core.markdown_table(reports)
+    if json_out:
+        options.write_json(json_out, "edgelstm.bench-report/1",
+                           {"inputs": list(results), "environments": [r["environment"] for r in reports],
+                            "rows": [row for r in reports for row in core.flat_rows(r)]}, indent=1)
     if md_out:
         write_text_atomic(md_out, text)
     else:
-        click.echo(text, nl=False)
+        options.echo_for(json_out)(text, nl=False)
     if plot_out:
         plot_reports(reports, plot_out)
 

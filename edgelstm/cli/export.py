@@ -97,11 +97,9 @@ def export_cmd(run_dir, output, model_ref, checkpoint, inputs, output_names, len
         report = export(model, None, out, inputs=specs, output_names=list(output_names) or None,
                         opset=opset, verify=not no_verify, atol_scale=atol, lengths_input=lengths_input,
                         expose_state=expose_state, checkpoint_sha256=sha)
-    click.echo(report.summary())
     if json_out:
-        from edgelstm.fileio import write_text_atomic  # noqa: PLC0415
-
-        write_text_atomic(json_out, json.dumps(report.to_dict(), indent=2, default=str))
+        options.write_json(json_out, "edgelstm.export/1", report.to_dict(), default=str)
+    options.echo_for(json_out)(report.summary())
 
 
 def _is_seq2seq(run_dir: str) -> bool:

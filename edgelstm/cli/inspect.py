@@ -24,6 +24,7 @@ import click
 
 from edgelstm.cli import options
 from edgelstm.errors import ModelFileError
+from edgelstm.units import format_size
 
 SCHEMA = "edgelstm.inspect/1"
 
@@ -246,14 +247,6 @@ def inspect_model(path: str | Path, device: str = "auto", *, trust_modified: boo
 
 
 # ------------------------------------------------------------------------------------ text
-def _size(n: int) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return str(n)
-
-
 def _shape(shape: list) -> str:
     return "[" + ", ".join("?" if d is None else str(d) for d in shape) + "]"
 
@@ -292,9 +285,9 @@ def format_report(report: dict[str, Any]) -> str:
     for g in report["graphs"]:
         title = g["path"] + (f"  ({g['role']})" if g["role"] != "model" else "")
         out += [title, "=" * len(title)]
-        out.append(f"  file        {_size(g['file_bytes'])} ({g['file_bytes']} bytes)")
+        out.append(f"  file        {format_size(g['file_bytes'])} ({g['file_bytes']} bytes)")
         out.append(f"  parameters  {g['parameters']:,} in {g['initializers']} initializers "
-                   f"({_size(g['weight_bytes'])} of weights)")
+                   f"({format_size(g['weight_bytes'])} of weights)")
         opsets = ", ".join(f"{d} {v}" for d, v in g["opsets"].items())
         out.append(f"  onnx        ir {g['ir_version']}, opsets {opsets}" + (f", by {g['producer']}" if g["producer"] else ""))
         if g["manifest"] is None:
@@ -335,8 +328,7 @@ def format_report(report: dict[str, Any]) -> str:
 @click.option("--device", default="auto", show_default=True,
               help="Device whose provider choice to show: auto, cpu, cuda, tensorrt, arm, coreml, nnapi, qnn, "
                    "or onnxruntime provider names, comma-separated.")
-@click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Also write the report as JSON to this file ('-' for stdout only).")
+@options.json_out
 @options.trust_modified
 def inspect_command(model: Path, device: str, json_out: Path | None, trust_modified: bool):
     """Describe an exported model (or any ONNX file): manifest, inputs, outputs and states,
@@ -345,15 +337,12 @@ def inspect_command(model: Path, device: str, json_out: Path | None, trust_modif
     MODEL is an .onnx file, or a seq2seq export given by its stem or either of its two files.
     """
     report = inspect_model(model, device=device, trust_modified=trust_modified)
-    text = json.dumps(report, indent=2, default=str)
-    if json_out is not None and str(json_out) == "-":
-        click.echo(text)
-        return 0
+    if json_out is not None:
+        options.write_json(json_out, SCHEMA, report, default=str)
+        if json_out == "-":
+            return 0
     click.echo(format_report(report))
     if json_out is not None:
-        from edgelstm.fileio import write_text_atomic
-
-        write_text_atomic(json_out, text + "\n")
         click.echo(f"\nwrote {json_out}")
     return 0
 

@@ -1,12 +1,9 @@
 """``edgelstm quantize IN.onnx -o OUT.onnx --mode int8-dynamic|int8-static|fp16``."""
 from __future__ import annotations
 
-import json
-
 import click
 
 from edgelstm.cli import options
-from edgelstm.fileio import write_text_atomic
 
 MODES = ("int8-dynamic", "int8-static", "fp16")
 
@@ -46,10 +43,11 @@ def quantize_cmd(model, output, mode, calibration, per_channel, method, recurren
                       target=target, keep_io_types=keep_io_types, recurrent=recurrent, gru=gru,
                       calibration_samples=samples, threads=threads or 1, overwrite=overwrite,
                       force_int8=force_int8, trust_modified=trust_modified)
-    for line in report.lines():
-        click.echo(line)
     if json_out:
-        write_text_atomic(json_out, json.dumps(report.to_dict(), indent=2, sort_keys=True) + "\n")
+        options.write_json(json_out, "edgelstm.quantize/1", report.to_dict())
+    echo = options.echo_for(json_out)
+    for line in report.lines():
+        echo(line)
 
 
 commands = {"quantize": quantize_cmd}

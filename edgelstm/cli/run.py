@@ -4,7 +4,6 @@ Imports only the runtime (numpy + onnxruntime), never torch or onnx.
 """
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -13,7 +12,7 @@ import numpy as np
 
 from edgelstm.cli import options
 from edgelstm.errors import DataError, InputError, UsageError
-from edgelstm.fileio import atomic_path, write_text_atomic
+from edgelstm.fileio import atomic_path
 
 
 def read_input(path: Path) -> dict[str, np.ndarray]:
@@ -84,6 +83,9 @@ def _softmax(z: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=-1, keepdims=True)
 
 
+SCHEMA = "edgelstm.run/1"
+
+
 @click.command("run")
 @click.argument("model_path", metavar="MODEL.onnx", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--input", "input_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
@@ -99,7 +101,7 @@ def _softmax(z: np.ndarray) -> np.ndarray:
               help="What to do with NaN/Inf inputs.")
 @click.option("--max-len", type=int, default=None, help="Seq2seq: maximum output tokens (default: manifest's).")
 @click.option("--out", "npz_out", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Write the output arrays to this .npz file.")
+              help="Write the output arrays (and the final state, under the state output names) to this .npz.")
 @options.json_out
 @options.trust_modified
 def run_cmd(model_path, input_path, text, streaming, device, provider_option, threads, no_fallback, nan, max_len,
@@ -108,6 +110,7 @@ def run_cmd(model_path, input_path, text, streaming, device, provider_option, th
     from edgelstm import runtime
     from edgelstm.runtime.providers import check_provider_options, parse_provider_options
 
+    echo = options.echo_for(json_out)
     popts = parse_provider_options(provider_option)
     model = runtime.load(model_path, device=device, threads=threads, fallback=not no_fallback, nan=nan,
                          provider_options=popts or None, trust_modified=trust_modified)
@@ -115,6 +118,7 @@ def run_cmd(model_path, input_path, text, streaming, device, provider_option, th
     check_provider_options(popts, (model.encoder if isinstance(model, runtime.Seq2SeqModel) else model)
                            .requested_providers)
     report: dict = {"model": str(model_path), "providers": model.providers}
+    lines: list[str] = []
     if isinstance(model, runtime.Seq2SeqModel):
         sources = list(text)
         if input_path is not None:
@@ -129,7 +133,7 @@ def run_cmd(model_path, input_path, text, streaming, device, provider_option, th
                              got="neither")
         gen = model.generate(sources, max_len=max_len)
         for src, out, toks in zip(sources, gen.texts or [None] * len(sources), gen.tokens):
-            click.echo(f"{src}\t{out if out is not None else toks}")
+            lines.append(f"{src}\t{out if out is not None else toks}")
         report.update(sources=sources, **gen.to_dict())
         arrays = {}
     else:
@@ -146,33 +150,44 @@ def run_cmd(model_path, input_path, text, streaming, device, provider_option, th
         if streaming:
             result, arrays, stats = _run_stream(model, x, lengths, state)
             report["stream"] = stats
-            click.echo(f"streamed {x.shape[1]} steps x batch {x.shape[0]}: median step "
-                       f"{stats['step_us_median']:.1f} us, p90 {stats['step_us_p90']:.1f} us")
+            lines.append(f"streamed {x.shape[1]} steps x batch {x.shape[0]}: median step "
+                         f"{stats['step_us_median']:.1f} us, p90 {stats['step_us_p90']:.1f} us")
         else:
             t0 = time.perf_counter()
             result = model.run(x, lengths=lengths, state=state)
             report["run_ms"] = (time.perf_counter() - t0) * 1e3
             arrays = dict(result.outputs)
-        arrays.update({f"state.{k}": v for k, v in result.state.items()})
+        # the final state under the graph's state OUTPUT names (h_out, c_out): what the model
+        # produced; feed it back as the matching input (h_in, c_in) to continue
+        out_name = {s.input: s.output for s in model.states}
+        final = {out_name.get(k, k): v for k, v in result.state.items()}
+        arrays.update(final)
         if json_out is not None:  # nested lists cost ~30 bytes a value: only when they are written
-            report["outputs"] = {k: v.tolist() for k, v in arrays.items()}
-        _echo_result(model, result, x.shape[0])
+            report["outputs"] = {k: v.tolist() for k, v in arrays.items() if k not in final}
+            report["state"] = {k: v.tolist() for k, v in final.items()}
+        lines += _result_lines(model, result)
         if result.labels is not None:
             report["labels"] = result.labels
+    # files first, then the terminal: a reader that closes stdout early (| head) loses nothing
     if npz_out is not None:
         with atomic_path(npz_out) as tmp:
             with open(tmp, "wb") as f:
                 np.savez(f, **arrays)
-        click.echo(f"wrote {npz_out}")
+        lines.append(f"wrote {npz_out}")
     if json_out is not None:
-        write_text_atomic(json_out, json.dumps(report, indent=1))
-        click.echo(f"wrote {json_out}")
+        options.write_json(json_out, SCHEMA, report, indent=1)
+        if json_out != "-":
+            lines.append(f"wrote {json_out}")
+    for line in lines:
+        echo(line)
 
 
 def _run_stream(model, x, lengths, state):
-    if lengths is not None:
-        raise UsageError("--stream", "per-sequence lengths are not used when streaming; trim the data instead",
-                         expected="no 'lengths' array", got="lengths")
+    if lengths is not None and not (x.ndim == 3 and np.all(np.asarray(lengths) == x.shape[1])):
+        raise UsageError("--stream", "streaming feeds every step of every sequence; these lengths differ from the "
+                                     "time axis: trim the data or run without --stream",
+                         expected=f"no 'lengths' array, or all lengths == {x.shape[1] if x.ndim == 3 else 'T'}",
+                         got=f"lengths {np.unique(np.asarray(lengths)).tolist()[:8]}")
     if x.ndim != 3:
         raise InputError("x", "wrong rank for --stream", expected="[batch, time, features] (or [time, features])",
                          got=f"{x.ndim}-D shape {x.shape}")
@@ -223,19 +238,14 @@ def _with_state(model, step_result, state):
     return RunResult(step_result.outputs, state, model.labels, model.label_output)
 
 
-def _echo_result(model, result, batch: int) -> None:
+def _result_lines(model, result) -> list[str]:
     name = model.label_output
     if result.labels is not None and name == "logits":
         probs = _softmax(result.outputs[name].astype(np.float64))
-        for b, label in enumerate(result.labels):
-            click.echo(f"sequence {b}: {label} (p={probs[b].max():.3f})")
-        return
+        return [f"sequence {b}: {label} (p={probs[b].max():.3f})" for b, label in enumerate(result.labels)]
     if result.labels is not None:
-        for b, labels in enumerate(result.labels):
-            click.echo(f"sequence {b}: {' '.join(map(str, labels))}")
-        return
-    for k, v in result.outputs.items():
-        click.echo(f"{k}: shape {list(v.shape)}, mean {float(np.mean(v)):.4g}")
+        return [f"sequence {b}: {' '.join(map(str, labels))}" for b, labels in enumerate(result.labels)]
+    return [f"{k}: shape {list(v.shape)}, mean {float(np.mean(v)):.4g}" for k, v in result.outputs.items()]
 
 
 commands = {"run": run_cmd}

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import click
 
+from edgelstm.cli import options
 from edgelstm.cli.options import MAX_SEED, check_range
 from edgelstm.cli.options import overwrite as overwrite_option
 from edgelstm.errors import UnknownChoiceError
@@ -30,8 +31,9 @@ FAMILY_CHOICES = ("lstm", "peephole", "gru", "attention")
 @click.option("--threads", type=int, default=None, help="torch CPU threads (fix it for bit-identical reruns).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @overwrite_option
+@options.json_out
 def train_command(family, dataset, out_dir, hidden_size, num_layers, epochs, patience, lr, batch_size, dropout,
-                  bidirectional, score, seed, device, threads, quiet, overwrite):
+                  bidirectional, score, seed, device, threads, quiet, overwrite, json_out):
     """Train a model and write OUT/model.safetensors, config.json, metrics.json, history.json."""
     if family not in FAMILY_CHOICES:
         raise UnknownChoiceError("--family", "unknown model family", expected=list(FAMILY_CHOICES), got=family)
@@ -57,7 +59,10 @@ def train_command(family, dataset, out_dir, hidden_size, num_layers, epochs, pat
     result, out = train_run(dataset, cfg, out_dir, overwrite=overwrite, progress=not quiet)
     m = result.metrics
     metric = m["metric"]
-    click.echo(f"{family} on {dataset}: test {metric} {m[f'test_{metric}']:.4f} (val {m[f'val_{metric}']:.4f}, "
+    if json_out is not None:
+        options.write_json(json_out, "edgelstm.train/1", {"run_dir": str(out), "family": family, "dataset": dataset,
+                                                          "metrics": m}, default=str)
+    options.echo_for(json_out)(f"{family} on {dataset}: test {metric} {m[f'test_{metric}']:.4f} (val {m[f'val_{metric}']:.4f}, "
                f"best epoch {m['best_epoch']}/{m['epochs_run']}, {m['parameters']} parameters, "
                f"{m['train_seconds']:.1f} s) -> {out}")
     return 0

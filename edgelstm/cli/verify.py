@@ -74,6 +74,10 @@ def _verify(model, reference, model_spec, checkpoint, against, device, data, run
     devices = [d.strip() for d in device.split(",") if d.strip()]
     if not devices:
         raise UsageError("--device", "no device given", expected="e.g. cpu or cpu,cuda", got=device)
+    if not quiet:  # the checks take a while (the drift check alone streams --steps steps): say so first
+        others = f" and {len(against)} other file(s)" if against else ""
+        click.echo(f"verifying {model}{others} on {','.join(devices)}: {checks} "
+                   f"(drift: {steps} steps)...", err=True)
     result = verify(model, reference=reference, model_spec=model_spec, checkpoint=checkpoint, against=against,
                     devices=devices, data=data, steps=steps, atol=atol, min_snr=min_snr, seed=seed,
                     checks=[c.strip() for c in checks.split(",") if c.strip()],
@@ -81,9 +85,9 @@ def _verify(model, reference, model_spec, checkpoint, against, device, data, run
                     data_limit=data_limit, trust_modified=trust_modified,
                     provider_options=parse_provider_options(provider_option))
     if json_out:
-        result.write_json(json_out)
+        options.write_json(json_out, "edgelstm.verify/1", result.to_dict())
     text = result.table()
-    click.echo(text.splitlines()[-1] if quiet else text)
+    options.echo_for(json_out)(text.splitlines()[-1] if quiet else text)
     if plot:  # after the report: a plot that cannot be drawn (no drift run) must not hide it
         if any(c.check == "drift" and c.curve for c in result.checks):
             result.plot(plot)

@@ -278,7 +278,8 @@ def train(bundle: DatasetBundle, cfg: TrainConfig, *, progress: bool = True) -> 
     history: list[dict[str, float]] = []
     n_batches = math.ceil(train_data.n / cfg.batch_size)
     t_start = time.perf_counter()
-    bar = _progress(total=cfg.epochs * n_batches, enabled=progress, desc=f"{cfg.family} on {bundle.name}")
+    bar = _progress(total=cfg.epochs * n_batches, enabled=progress, desc=f"{cfg.family} on {bundle.name}",
+                    epochs=cfg.epochs)
     stale = 0
     try:
         for epoch in range(1, cfg.epochs + 1):
@@ -302,7 +303,7 @@ def train(bundle: DatasetBundle, cfg: TrainConfig, *, progress: bool = True) -> 
             score = sign * val[metric]
             history.append({"epoch": epoch, "train_loss": total / count, "lr": opt.param_groups[0]["lr"],
                             **{f"val_{k}": v for k, v in val.items()}})
-            bar.set_postfix(loss=f"{total / count:.4f}", **{f"val_{metric}": f"{val[metric]:.4f}"})
+            bar.epoch_end(epoch, total / count, metric, val[metric])
             log.info("epoch %d loss %.5f val %s %.5f", epoch, total / count, metric, val[metric])
             sched.step(val[metric])
             if score > best_score:
@@ -312,9 +313,12 @@ def train(bundle: DatasetBundle, cfg: TrainConfig, *, progress: bool = True) -> 
                 stale += 1
                 if stale >= cfg.patience:
                     log.info("early stop at epoch %d (best %d)", epoch, best_epoch)
+                    bar.stopped(f"early stop at epoch {epoch}: no validation gain for {cfg.patience} epochs "
+                                f"(best epoch {best_epoch})")
                     break
             if cfg.stop_at is not None and score >= sign * cfg.stop_at:
                 log.info("validation %s reached %s at epoch %d", metric, cfg.stop_at, epoch)
+                bar.stopped(f"validation {metric} reached {cfg.stop_at} at epoch {epoch}")
                 break
     finally:
         bar.close()
@@ -334,13 +338,56 @@ def train(bundle: DatasetBundle, cfg: TrainConfig, *, progress: bool = True) -> 
 
 
 class _NoBar:
+    """No progress output (``progress=False``)."""
+
     def update(self, n: int = 1) -> None: ...
-    def set_postfix(self, **kw: Any) -> None: ...
+    def epoch_end(self, epoch: int, loss: float, metric: str, value: float) -> None: ...
+    def stopped(self, reason: str) -> None: ...
     def close(self) -> None: ...
 
 
-def _progress(total: int, enabled: bool, desc: str):
+class _EpochLines(_NoBar):
+    """Not a terminal (a log file, CI, a pipe): one line per epoch on stderr, no redraws."""
+
+    def __init__(self, epochs: int, desc: str):
+        self.epochs, self.desc, self.t0 = epochs, desc, time.perf_counter()
+
+    def epoch_end(self, epoch: int, loss: float, metric: str, value: float) -> None:
+        print(f"{self.desc}: epoch {epoch}/{self.epochs} loss {loss:.4f} val {metric} {value:.4f} "
+              f"({time.perf_counter() - self.t0:.1f} s)", file=sys.stderr, flush=True)
+
+    def stopped(self, reason: str) -> None:
+        print(f"{self.desc}: {reason}", file=sys.stderr, flush=True)
+
+
+class _Bar(_NoBar):
+    """A terminal: a tqdm bar over batches, completed (100 %) when training stops early."""
+
+    def __init__(self, total: int, desc: str):
+        from tqdm import tqdm
+        self.bar = tqdm(total=total, desc=desc, file=sys.stderr, unit="batch", leave=True, dynamic_ncols=True)
+
+    def update(self, n: int = 1) -> None:
+        self.bar.update(n)
+
+    def epoch_end(self, epoch: int, loss: float, metric: str, value: float) -> None:
+        self.bar.set_postfix(epoch=epoch, loss=f"{loss:.4f}", **{f"val_{metric}": f"{value:.4f}"})
+
+    def stopped(self, reason: str) -> None:
+        self.bar.total = self.bar.n  # the work that remains is none: show the bar full
+        self.bar.set_description_str(f"{self.bar.desc} ({reason})")
+        self.bar.refresh()
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def _progress(total: int, enabled: bool, desc: str, epochs: int = 0):
+    """A bar on a terminal when tqdm is installed, else a line per epoch; nothing when disabled."""
     if not enabled:
         return _NoBar()
-    from tqdm import tqdm
-    return tqdm(total=total, desc=desc, file=sys.stderr, unit="batch", leave=True, dynamic_ncols=True)
+    from edgelstm.extras import module_available
+
+    if sys.stderr.isatty() and module_available("tqdm"):
+        return _Bar(total, desc)
+    return _EpochLines(epochs, desc)

@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from edgelstm.errors import InputError, UnsupportedError
+from edgelstm.errors import InputError, MissingExtraError, UnsupportedError
 
 try:  # onnx is needed to read graphs, not to evaluate them
     import onnx
@@ -397,8 +397,7 @@ class NumpyGraph:
 
     def __init__(self, model: "onnx.ModelProto"):
         if onnx is None:  # pragma: no cover
-            raise UnsupportedError("numpy backend", "needs the onnx package to read the graph",
-                                   expected="pip install onnx", got="no onnx")
+            raise MissingExtraError("the numpy backend", "verify", missing=["onnx"])
         self.model = model
         g = model.graph
         self.opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 17)

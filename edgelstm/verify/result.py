@@ -181,13 +181,12 @@ class VerifyResult:
 
     def plot(self, path) -> None:
         """PNG of drift error vs time step, one line per candidate and state output."""
-        try:
-            import matplotlib
-            matplotlib.use("Agg")
-            import matplotlib.pyplot as plt
-        except ImportError:
-            raise UsageError("--plot", "needs matplotlib, which is not installed",
-                             expected="pip install matplotlib", got="no matplotlib") from None
+        from edgelstm.extras import require
+
+        require("plot", "--plot")
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
         drift = [c for c in self.checks if c.check == "drift" and c.curve]
         if not drift:
             raise UsageError("--plot", "no drift curve to plot (the drift check did not run)",

@@ -10,7 +10,7 @@ line per sequence on stdout::
 and a summary (total time, mean per sequence) on stderr. ``--batch B`` runs B sequences per call;
 a sequence's latency is then its batch's time divided by the batch size.
 
-    python classify_sequences.py model.onnx sequences.npz --batch 8
+    python -m edgelstm.examples.classify_sequences model.onnx sequences.npz --batch 8
 """
 from __future__ import annotations
 

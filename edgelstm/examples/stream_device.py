@@ -11,7 +11,7 @@ and saves it at the end of the input, so an app restarted on the rest of the inp
 exactly where it stopped. A bad line stops the app with one ``error: ...`` line on stderr and the
 error's exit code (9 for an input error). Uses only the public, torch-free ``edgelstm.runtime`` API.
 
-    python stream_device.py model.onnx --input frames.txt --every 10 --state-file state.npz
+    python -m edgelstm.examples.stream_device model.onnx --input frames.txt --every 10 --state-file state.npz
 """
 from __future__ import annotations
 
