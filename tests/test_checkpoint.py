@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 
 import pytest
 import torch
@@ -47,7 +48,7 @@ def test_round_trip(tmp_path, name):
 def test_existing_run_is_refused_unless_overwrite(tmp_path):
     _, rc, run = _save(tmp_path)
     before = sha256_file(run / WEIGHTS_FILE)
-    with pytest.raises(RunDirExistsError, match="run | already holds a run; pass overwrite"):
+    with pytest.raises(RunDirExistsError, match=re.escape("run | already holds a run; pass overwrite")):
         save_run(run, make_tiny("peephole-1x4", seed=9), rc, {})
     assert sha256_file(run / WEIGHTS_FILE) == before
     save_run(run, make_tiny("peephole-1x4", seed=9), rc, {"accuracy": 0.9}, overwrite=True)
@@ -58,13 +59,13 @@ def test_existing_run_is_refused_unless_overwrite(tmp_path):
 
 def test_failed_save_leaves_nothing(tmp_path):
     rc = RunConfig.for_model(TINY["gru-1x4"])
-    with pytest.raises(UsageError, match="metrics | not JSON-serialisable"):
+    with pytest.raises(UsageError, match=re.escape("metrics | not JSON-serialisable")):
         save_run(tmp_path / "run", make_tiny("gru-1x4"), rc, {"bad": object()})
     assert list(tmp_path.iterdir()) == []
 
 
 def test_model_and_config_must_agree(tmp_path):
-    with pytest.raises(UsageError, match="run_config.model | differs from the model's own config"):
+    with pytest.raises(UsageError, match=re.escape("run_config.model | differs from the model's own config")):
         save_run(tmp_path / "run", make_tiny("gru-1x4"), RunConfig.for_model(TINY["lstm-1x4"]), {})
 
 
@@ -134,7 +135,7 @@ def _edit(run, fn):
 
 
 def test_missing_run_dir(tmp_path):
-    with pytest.raises(CheckpointError, match="nope | no such run directory"):
+    with pytest.raises(CheckpointError, match=re.escape("nope | no such run directory")):
         load_run(tmp_path / "nope")
 
 

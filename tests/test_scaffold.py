@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -55,7 +56,7 @@ def test_manifest_state_must_name_graph_tensors():
 
 
 def test_manifest_not_json():
-    with pytest.raises(ManifestError, match="m.onnx | manifest is not valid JSON"):
+    with pytest.raises(ManifestError, match=re.escape("m.onnx | manifest is not valid JSON")):
         Manifest.from_json("{nope", source="m.onnx")
 
 
