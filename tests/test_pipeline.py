@@ -13,6 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from edgelstm.cli import cli
+from edgelstm.errors import UsageError
 
 # family, dataset, quantization modes the family's graph can take on CPU
 CASES = [
@@ -95,9 +96,11 @@ def test_export_refuses_existing_output_without_overwrite(tmp_path, runner):
                             "--quiet", "--out", str(run)]))
     out = tmp_path / "m.onnx"
     _ok(runner.invoke(cli, ["export", str(run), "-o", str(out)]))
-    r = runner.invoke(cli, ["train", "--family", "gru", "--dataset", "sine", "--hidden", "4", "--epochs", "1",
-                            "--quiet", "--out", str(run)])
-    assert r.exit_code != 0
+    before = out.read_bytes()
+    r = runner.invoke(cli, ["export", str(run), "-o", str(out)])
+    assert isinstance(r.exception, UsageError) and "-o | output exists" in str(r.exception)
+    assert out.read_bytes() == before  # the first export is untouched
+    _ok(runner.invoke(cli, ["export", str(run), "-o", str(out), "--overwrite"]))
 
 
 @pytest.mark.parametrize("hidden, int8_pays", [(8, False), (256, True)], ids=["small-keeps-fp32", "int8-pays"])
