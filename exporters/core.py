@@ -93,7 +93,7 @@ class ExportReport:
         lines = [f"wrote {self.path} ({format_size(self.size_bytes)}, opset {self.opset})",
                  f"  nodes: {self.node_count_before} before cleaning -> {self.node_count_after} after "
                  f"({', '.join(f'{k} {v}' for k, v in self.nodes_after.items())})",
-                 f"  recurrent: {rec}"]
+                 f"  recurrent: {rec or 'none (plain operators)'}"]
         if self.parity:
             cases = "; ".join(f"{c['label']} {c['sizes']}: {c['max_abs_error']:.2e}" for c in self.parity)
             lines.append(f"  parity vs PyTorch (max abs error): {cases}")
@@ -285,7 +285,8 @@ def run_forward(fn: Callable, args: tuple, subject: str, feeds: dict[str, np.nda
     except Exception as e:
         shapes = {k: f"{v.dtype}{list(v.shape)}" for k, v in feeds.items()}
         raise ModelDefinitionError(subject, f"the model's forward raised on inputs {shapes}",
-                                   expected="a forward that runs on the listed inputs",
+                                   expected="a forward that runs on the listed inputs (a named axis too small for "
+                                   "the model, e.g. a width under a conv front end: set --min-size NAME=N)",
                                    got=f"{type(e).__name__}: {str(e).strip()[:300]}") from None
 
 
@@ -440,6 +441,8 @@ def build_graph(plan: GraphPlan, *, opset: int = DEFAULT_OPSET, verify: bool = T
     nodes_before = graph_mod.op_counts(raw)
     model = raw
     prefixes = [f"{layers[i].path or 'rnn'}.l{k}" for i in sorted(called) for k in range(layers[i].num_layers)]
+    if len(called) == 1:  # one module called in a loop: its nodes in call order (".callN" added when named)
+        prefixes *= session.calls[next(iter(called))]
     stats = graph_mod.clean(model, prefixes, wrapper_scopes=_wrapper_scopes(plan))
     problems = graph_mod.check_fused(model)
     rec = _recurrent_summary(model)
@@ -511,11 +514,12 @@ def _streaming_check(plan: GraphPlan, sess, case, output_axes, subject: str, sca
     m = plan.manifest
     if not (m.states and (m.streamable if plan.stream_check is None else plan.stream_check)):
         return None
-    x_spec = next((s for s in plan.inputs if s.name != plan.lengths_input and any(
-        isinstance(d, str) and d != "batch" for d in s.dims)), None)
-    if x_spec is None:
+    from edgelstm.exporters.spec import data_input  # noqa: PLC0415
+
+    x_spec = data_input([s for s in plan.inputs if s.name not in {st.input for st in m.states}], plan.lengths_input)
+    axis_name = next((d for d in x_spec.dims if isinstance(d, str) and d != "batch"), None) if x_spec else None
+    if axis_name is None:  # a step module: no time axis to cut
         return None
-    axis_name = next(d for d in x_spec.dims if isinstance(d, str) and d != "batch")
     label, sizes, feeds = case
     if sizes.get(axis_name, 1) < 2:
         return None

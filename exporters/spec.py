@@ -305,3 +305,30 @@ def parse_output_name(text: str) -> list[str]:
     for part in _split_top(body[1:-1], subject):
         names.extend(parse_output_name(part))
     return names
+
+
+def _pair(text: str, option: str, value_re: str) -> tuple[str, str]:
+    name, eq, value = text.partition("=")
+    name, value = name.strip(), value.strip()
+    if not eq or not _NAME_RE.match(name) or not re.fullmatch(value_re, value):
+        form = "NAME=N" if value_re == r"\d+" else "IN=OUT"
+        raise UsageError(f"{option} {text!r}", "malformed value", expected=form, got=text)
+    return name, value
+
+
+def parse_sizes(items, option: str) -> dict[str, int]:
+    """``--min-size`` / ``--example-size``: ``NAME=N`` items -> {name: N} (N >= 1, each name once)."""
+    out: dict[str, int] = {}
+    for text in items:
+        name, value = _pair(text, option, r"\d+")
+        if int(value) < 1:
+            raise UsageError(f"{option} {text!r}", "a size must be positive", expected="N >= 1", got=value)
+        if name in out:
+            raise UsageError(f"{option} {text!r}", "axis given twice", expected="each name once", got=name)
+        out[name] = int(value)
+    return out
+
+
+def parse_states(items) -> list[tuple[str, str]]:
+    """``--state IN=OUT`` items -> [(IN, OUT)]."""
+    return [_pair(text, "--state", r"[A-Za-z_][A-Za-z0-9_]*") for text in items]
