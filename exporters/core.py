@@ -881,9 +881,14 @@ def probe_outputs(plan: GraphPlan, subject: str, args: list[Any]) -> None:
             raise _no_recurrent(plan.root, subject, "and no state input is fed back from an output")
         last = plan.manifest.states[0].shape[-1] if plan.manifest.states[0].shape else 1
         plan.manifest.hidden_size = last if isinstance(last, int) else 1
-    if plan.manifest.states and not plan.state_output_names:  # declared states: the step streams itself
-        plan.manifest.streamable = all(layer.directions == 1 for layer in layers)
-        plan.stream_check = plan.manifest.streamable
+    if plan.manifest.states and not plan.state_output_names:  # declared states, fed back by the caller
+        from edgelstm.exporters.spec import data_input, is_batch_major  # noqa: PLC0415
+
+        plan.stream_check = all(layer.directions == 1 for layer in layers)
+        # `edgelstm run` / Model.stream take x as [batch, time, ...]: other layouts (a time-major
+        # x, a one-step module) carry their state through the manifest's pairs, not marked streamable
+        x = data_input([s for s in plan.inputs if s.name not in taken], plan.lengths_input)
+        plan.manifest.streamable = plan.stream_check and is_batch_major(x)
 
 
 def export(module: nn.Module, example_inputs: Sequence[torch.Tensor] | None, path: str | os.PathLike, *,
