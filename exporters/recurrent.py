@@ -478,7 +478,10 @@ def _mapped_pad(sequence, batch_first=False, padding_value=0.0, total_length=Non
     if total_length is not None and total_length != steps:
         raise UnsupportedError("pad_packed_sequence(..., total_length)", "total_length differs from the padded "
                                "input's time length", expected=steps, got=total_length)
-    return y, sequence.lengths.to(torch.int64)
+    lengths = sequence.lengths.to(torch.int64)
+    if total_length is None:  # PyTorch pads to the longest sequence of the batch, not to the input's length
+        y = y.index_select(1 if batch_first else 0, torch.arange(lengths.max()))
+    return y, lengths
 
 
 @contextlib.contextmanager
@@ -491,16 +494,19 @@ def packed_sequences_mapped() -> Iterator[None]:
     for name, mod in list(sys.modules.items()):
         if mod is None or name.startswith("edgelstm.") or name == "edgelstm":
             continue
-        for attr in ("pack_padded_sequence", "pad_packed_sequence"):
-            value = getattr(mod, attr, None) if isinstance(getattr(mod, "__dict__", None), dict) else None
-            if value is not None and id(value) in swaps and mod.__dict__.get(attr) is value:
+        namespace = getattr(mod, "__dict__", None)
+        if not isinstance(namespace, dict):
+            continue
+        # by identity, so `from torch.nn.utils.rnn import pack_padded_sequence as pack` is found too
+        for attr, value in list(namespace.items()):
+            if id(value) in swaps and (value is _PACK or value is _PAD):
                 patched.append((mod, attr, value))
-                setattr(mod, attr, swaps[id(value)])
+                namespace[attr] = swaps[id(value)]
     try:
         yield
     finally:
         for mod, attr, value in patched:
-            setattr(mod, attr, value)
+            mod.__dict__[attr] = value
 
 
 def find_recurrent(model: nn.Module) -> list[tuple[str, nn.Module]]:

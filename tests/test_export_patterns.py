@@ -368,3 +368,26 @@ def test_time_major_model_exposes_state(tmp_path, capsys):
     with torch.no_grad():
         ref = P.time_major_tagger()(_t(x)).numpy()
     _close(np.concatenate([y1, y2]), ref)
+
+
+def test_named_output_tuple_pairs_with_the_tuple_argument(tmp_path, capsys):
+    out = _export(tmp_path, capsys, "word_lm", "--input", "tokens:int64[time,batch]",
+                  "--input", "hidden=(h:float32[2,batch,16],c:float32[2,batch,16])",
+                  "--output-name", "logp", "--output-name", "hidden=(h_next,c_next)")
+    m = read_manifest(out)
+    assert [t.name for t in m.outputs] == ["logp", "h_next", "c_next"]
+    assert [(s.input, s.output) for s in m.states] == [("h", "h_next"), ("c", "c_next")]
+    assert m.streamable is False  # time-major tokens: `edgelstm run` streams [batch, time, ...] only
+
+
+def test_padded_output_ends_at_the_longest_sequence_like_pytorch(tmp_path, capsys):
+    """pad_packed_sequence without total_length pads to max(lengths), which may be under the input's time."""
+    out = _export(tmp_path, capsys, "packed_tagger", "--input", "text:int64[batch,time]",
+                  "--input", "lengths:int64[batch]", "--lengths-input", "lengths")
+    text = RNG.integers(1, 30, size=(3, 9))
+    lengths = np.array([5, 2, 4])
+    got = _sess(out).run(None, {"text": text, "lengths": lengths})[0]
+    with torch.no_grad():
+        ref = P.packed_tagger()(_t(text), _t(lengths)).numpy()
+    assert ref.shape == (3, 5, 3)
+    _close(got, ref)

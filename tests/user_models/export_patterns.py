@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+from torch.nn.utils.rnn import pack_padded_sequence as pack  # an alias is mapped too
 
 
 class WordLM(nn.Module):
@@ -63,6 +64,15 @@ class PackedMeanPool(PackedClassifier):
         packed = pack_padded_sequence(self.embedding(text), lengths.cpu(), batch_first=True, enforce_sorted=True)
         out, out_lengths = pad_packed_sequence(self.lstm(packed)[0], batch_first=True)
         return self.fc(out.sum(1) / out_lengths.unsqueeze(1).to(out.dtype))
+
+
+class PackedTagger(PackedClassifier):
+    """Per-token logits from the padded outputs: as long as the longest sequence of the batch."""
+
+    def forward(self, text, lengths):
+        packed = pack(self.embedding(text), lengths.cpu(), batch_first=True, enforce_sorted=False)
+        out, _ = pad_packed_sequence(self.lstm(packed)[0], batch_first=True)
+        return self.fc(out)
 
 
 class Downsampled(nn.Module):
@@ -233,6 +243,10 @@ def packed_classifier():
 
 def packed_mean_pool():
     return _seeded(PackedMeanPool)
+
+
+def packed_tagger():
+    return _seeded(PackedTagger)
 
 
 def downsampled():
