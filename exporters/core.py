@@ -844,7 +844,7 @@ def probe_outputs(plan: GraphPlan, subject: str, args: list[Any]) -> None:
         if not isinstance(a, TupleArg):
             continue
         want = [shape_of[s.name] for s in leaves(a)]
-        for t, off in zip(tops, offsets):
+        for t, off in [(tree, 0)] + list(zip(tops, offsets)):  # the whole result, or one element of it
             if isinstance(t, list) and _leaf_shapes(t) == want and not any(off + i in pairs for i in range(len(want))):
                 pairs.update({off + i: s.name for i, s in enumerate(leaves(a))})
                 break

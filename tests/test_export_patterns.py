@@ -391,3 +391,28 @@ def test_padded_output_ends_at_the_longest_sequence_like_pytorch(tmp_path, capsy
         ref = P.packed_tagger()(_t(text), _t(lengths)).numpy()
     assert ref.shape == (3, 5, 3)
     _close(got, ref)
+
+
+@pytest.mark.parametrize("cell,state,op", [
+    (lambda: torch.nn.LSTMCell(3, 4), "state=(h:float32[batch,4],c:float32[batch,4])", "LSTM"),
+    (lambda: torch.nn.RNNCell(3, 4, nonlinearity="relu"), "h:float32[batch,4]", "RNN"),
+], ids=["lstm_cell", "rnn_cell_relu"])
+def test_bare_cell_is_one_fused_node(tmp_path, cell, state, op):
+    from edgelstm.exporters import export
+
+    torch.manual_seed(0)
+    module = cell().eval()
+    path = tmp_path / "cell.onnx"
+    states = [] if state.startswith("state=") else [("h", "h_out")]
+    names = None if state.startswith("state=") else ["h_out"]
+    export(module, None, path, inputs=["x:float32[batch,3]", state], states=states, output_names=names)
+    assert _ops(path).count(op) == 1
+    m = read_manifest(path)
+    assert [s.output for s in m.states] == (["h_out", "c_out"] if op == "LSTM" else ["h_out"])
+    x, h = RNG.standard_normal((5, 3)).astype(np.float32), RNG.standard_normal((5, 4)).astype(np.float32)
+    feeds = {"x": x, "h": h} | ({"c": h} if op == "LSTM" else {})
+    got = _sess(path).run(None, feeds)
+    with torch.no_grad():
+        ref = module(_t(x), (_t(h), _t(h))) if op == "LSTM" else (module(_t(x), _t(h)),)
+    for g, r in zip(got, ref):
+        _close(g, r.numpy())
