@@ -301,6 +301,7 @@ def load_weights(model: nn.Module, path: str | os.PathLike) -> nn.Module:
     if sd and all(k.startswith("module.") for k in sd):
         sd = {k[len("module."):]: v for k, v in sd.items()}
     want = model.state_dict()
+    sd = _restore_tied(want, sd, path)
     missing = [k for k in want if k not in sd]
     unexpected = [k for k in sd if k not in want]
     misshaped = [f"{k} {list(sd[k].shape)} (model {list(want[k].shape)})"
@@ -317,6 +318,37 @@ def load_weights(model: nn.Module, path: str | os.PathLike) -> nn.Module:
                               expected=f"the {len(want)} tensors of {type(model).__name__}")
     model.load_state_dict(sd, strict=True)
     return model
+
+
+def tied_groups(state: dict[str, torch.Tensor]) -> list[list[str]]:
+    """Names of a state_dict that are one tensor (tied weights such as ``encoder.weight`` /
+    ``decoder.weight``), in state_dict order; groups of two or more only."""
+    groups: dict[tuple, list[str]] = {}
+    for name, t in state.items():
+        if t.device.type == "meta" or t.numel() == 0:
+            continue
+        key = (t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape), tuple(t.stride()))
+        groups.setdefault(key, []).append(name)
+    return [g for g in groups.values() if len(g) > 1]
+
+
+def _restore_tied(want: dict[str, torch.Tensor], sd: dict[str, torch.Tensor], path: Path) -> dict[str, torch.Tensor]:
+    """A file holds each tied tensor once (``safetensors.torch.save_model`` drops the duplicate
+    names) or under every name (``torch.save``, ``save_file`` of clones): fill in the missing names
+    from the one present; names present twice must hold the same values."""
+    sd = dict(sd)
+    for group in tied_groups(want):
+        present = [n for n in group if n in sd]
+        if not present:
+            continue
+        first = sd[present[0]]
+        differ = [n for n in present[1:] if sd[n].shape == first.shape and not torch.equal(sd[n], first)]
+        if differ:
+            raise CheckpointError(str(path), "tied tensors hold different values", expected=f"{group} equal (the "
+                                  "model shares one tensor between them)", got=f"{present[0]} != {differ}")
+        for n in group:
+            sd.setdefault(n, first)
+    return sd
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:

@@ -25,11 +25,13 @@ import torch
 from torch import nn
 
 from edgelstm.errors import EdgeLSTMError as EdgeLSTMErrorTypes
-from edgelstm.errors import ExportError, ManifestError, ModelDefinitionError, ModelFileError, UsageError
+from edgelstm.errors import (ExportError, ManifestError, ModelDefinitionError, ModelFileError, UnsupportedError,
+                             UsageError)
 from edgelstm.exporters import checks, graph as graph_mod
-from edgelstm.exporters.recurrent import (RecurrentLayer, describe, find_cells, find_recurrent,
+from edgelstm.exporters.recurrent import (RecurrentLayer, describe, find_recurrent,
                                           proxies_installed, recurrent_kind, _session)
-from edgelstm.exporters.spec import EXAMPLE_SIZES, EXAMPLE_SIZE_DEFAULT, InputSpec, make_inputs, parse_input_spec
+from edgelstm.exporters.spec import (EXAMPLE_SIZES, EXAMPLE_SIZE_DEFAULT, InputSpec, TupleArg, leaves, make_inputs,
+                                     parse_argument, structure, time_axis_of)
 from edgelstm.manifest import MANIFEST_KEY, Manifest, StateSpec, TensorSpec
 from edgelstm.units import format_size
 
@@ -91,7 +93,7 @@ class ExportReport:
         lines = [f"wrote {self.path} ({format_size(self.size_bytes)}, opset {self.opset})",
                  f"  nodes: {self.node_count_before} before cleaning -> {self.node_count_after} after "
                  f"({', '.join(f'{k} {v}' for k, v in self.nodes_after.items())})",
-                 f"  recurrent: {rec}"]
+                 f"  recurrent: {rec or 'none (plain operators)'}"]
         if self.parity:
             cases = "; ".join(f"{c['label']} {c['sizes']}: {c['max_abs_error']:.2e}" for c in self.parity)
             lines.append(f"  parity vs PyTorch (max abs error): {cases}")
@@ -121,15 +123,18 @@ class GraphWrapper(nn.Module):
     Binds the lengths input and state inputs to the recurrent proxies of the current session.
     """
 
-    def __init__(self, inner: nn.Module, input_names: Sequence[str], user_inputs: Sequence[str],
-                 lengths_input: str | None, states: Sequence[StateBinding], call: str = "forward"):
+    def __init__(self, inner: nn.Module, input_names: Sequence[str], user_inputs: Sequence[Any],
+                 lengths_input: str | None, states: Sequence[StateBinding], call: str = "forward",
+                 lengths_axis: tuple[str, int] | None = None):
         super().__init__()
         self.inner = inner
         self.input_names = list(input_names)
-        self.user_inputs = list(user_inputs)
+        self.user_inputs = list(user_inputs)  # a name, or a tuple of names (nested) for a tuple argument
         self.lengths_input = lengths_input
+        self.lengths_axis = lengths_axis      # (data input, its time axis): what the lengths count
         self.states = list(states)
         self.call = call
+        self.last_output: Any = None          # the forward's last result, tensors replaced by their shapes
 
     def forward(self, *args):
         named = dict(zip(self.input_names, args))
@@ -137,9 +142,13 @@ class GraphWrapper(nn.Module):
         s.calls.clear()
         s.state_out.clear()
         s.lengths = named[self.lengths_input] if self.lengths_input else None
+        s.lengths_input = self.lengths_input
+        s.lengths_steps = (int(named[self.lengths_axis[0]].shape[self.lengths_axis[1]])
+                           if self.lengths_axis and self.lengths_input else None)
         s.state_in = {b.index: (named[b.h_in],) + ((named[b.c_in],) if b.c_in else ()) for b in self.states}
         fn = self.inner if self.call == "forward" else getattr(self.inner, self.call)
-        out = fn(*[named[n] for n in self.user_inputs])
+        out = fn(*[rebuild_argument(n, named) for n in self.user_inputs])
+        self.last_output = _shapes_tree(out)
         flat = flatten_outputs(out)
         for b in self.states:
             if b.index not in s.state_out:
@@ -150,6 +159,31 @@ class GraphWrapper(nn.Module):
                     "without --expose-state)", got="no call")
             flat.extend(s.state_out[b.index])
         return tuple(flat)
+
+
+def rebuild_argument(tree: Any, named: dict[str, Any]) -> Any:
+    """A forward argument from graph inputs: a name, or a tuple of names (nested)."""
+    if isinstance(tree, tuple):
+        return tuple(rebuild_argument(t, named) for t in tree)
+    return named[tree]
+
+
+def _shapes_tree(out: Any) -> Any:
+    if isinstance(out, torch.Tensor):
+        return tuple(out.shape)
+    if isinstance(out, (tuple, list)):
+        return [_shapes_tree(o) for o in out]
+    if isinstance(out, dict):
+        return [_shapes_tree(o) for o in out.values()]
+    return None
+
+
+def _leaf_shapes(tree: Any) -> list[tuple[int, ...]]:
+    if isinstance(tree, tuple):
+        return [tree]
+    if isinstance(tree, list):
+        return [s for t in tree for s in _leaf_shapes(t)]
+    return []
 
 
 def flatten_outputs(out: Any) -> list[torch.Tensor]:
@@ -190,18 +224,38 @@ class GraphPlan:
     #: user modules: a recurrent module the forward never calls is warned about and left out of
     #: the manifest (family graphs such as a seq2seq encoder leave modules out on purpose).
     warn_unused: bool = False
+    #: ``--example-size`` / ``--min-size``: the example's size of named axes, and the least size of
+    #: every parity case (a conv front end that needs a width of 16 is never fed 1).
+    example_sizes: dict[str, int] = field(default_factory=dict)
+    min_sizes: dict[str, int] = field(default_factory=dict)
+    #: the forward packs with enforce_sorted=True: generated lengths are sorted, longest first
+    sorted_lengths: bool = False
+    #: user modules: a graph without any recurrent layer (a hand-written recurrence) is allowed
+    #: when it has state inputs and outputs
+    allow_plain: bool = False
+    #: user modules: the unmodified module's outputs (no proxies, no packing mapped), for parity
+    unmodified: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]] | None = None
+    #: run the chunked streaming check (None: when the manifest says streamable)
+    stream_check: bool | None = None
+    #: ``--state IN=OUT``: a state input and the output fed back to it
+    declared_states: list[tuple[str, str]] = field(default_factory=list)
 
 
 def _sizes_cases(plan: GraphPlan) -> list[tuple[str, dict[str, int]]]:
     names: list[str] = []
     for s in plan.inputs:
         names.extend(d for d in s.dims if isinstance(d, str) and d not in names)
-    example = {n: EXAMPLE_SIZES.get(n, EXAMPLE_SIZE_DEFAULT) for n in names}
+    low = {n: plan.min_sizes.get(n, 1) for n in names}
+    example = {n: plan.example_sizes.get(n, max(EXAMPLE_SIZES.get(n, EXAMPLE_SIZE_DEFAULT), low[n])) for n in names}
     if plan.example is not None:
         example = sizes_of(plan.inputs, plan.example)
-    other = {n: _OTHER_SIZES[i % len(_OTHER_SIZES)] for i, n in enumerate(names)}
-    single = {n: 1 for n in names}
-    return [("example", example), ("other", other), ("single", single)]
+    other = {}
+    for i, n in enumerate(names):
+        size = _OTHER_SIZES[i % len(_OTHER_SIZES)]
+        size = size if size >= low[n] else low[n] + size
+        other[n] = size + 2 if size == example[n] else size
+    single = {n: low[n] for n in names}
+    return [("example", example), ("other", other), ("single" if not plan.min_sizes else "minimum", single)]
 
 
 def sizes_of(specs: list[InputSpec], feeds: dict[str, np.ndarray]) -> dict[str, int]:
@@ -231,18 +285,15 @@ def run_forward(fn: Callable, args: tuple, subject: str, feeds: dict[str, np.nda
     except Exception as e:
         shapes = {k: f"{v.dtype}{list(v.shape)}" for k, v in feeds.items()}
         raise ModelDefinitionError(subject, f"the model's forward raised on inputs {shapes}",
-                                   expected="a forward that runs on the listed inputs",
+                                   expected="a forward that runs on the listed inputs (a named axis too small for "
+                                   "the model, e.g. a width under a conv front end: set --min-size NAME=N)",
                                    got=f"{type(e).__name__}: {str(e).strip()[:300]}") from None
 
 
 def require_recurrent(root: nn.Module, subject: str) -> list[tuple[str, nn.Module]]:
     found = find_recurrent(root)
     if not found:
-        cells = find_cells(root)
-        hint = f" (cells {cells} would be unrolled by tracing and are not supported)" if cells else ""
-        raise ModelDefinitionError(subject, "model has no recurrent layer" + hint,
-                                   expected="an nn.LSTM, nn.GRU, nn.RNN or PeepholeLSTM submodule",
-                                   got=type(root).__name__)
+        raise _no_recurrent(root, subject)
     return found
 
 
@@ -332,7 +383,7 @@ def build_graph(plan: GraphPlan, *, opset: int = DEFAULT_OPSET, verify: bool = T
     if not (MIN_OPSET <= opset <= MAX_OPSET):
         raise UsageError("--opset", "opset out of range", expected=f"{MIN_OPSET}..{MAX_OPSET}", got=opset)
     t0 = time.perf_counter()
-    found = require_recurrent(plan.root, subject)
+    found = find_recurrent(plan.root) if plan.allow_plain else require_recurrent(plan.root, subject)
     layers: list[RecurrentLayer] = [describe(m, p) for p, m in found]
     plan.wrapper.eval()
     rng = np.random.default_rng(0)
@@ -342,27 +393,32 @@ def build_graph(plan: GraphPlan, *, opset: int = DEFAULT_OPSET, verify: bool = T
         if label == "example" and plan.example is not None:
             feeds = {n: np.asarray(plan.example[n]) for n in names}
         else:
-            feeds = make_inputs(plan.inputs, sizes, rng=rng, lengths_input=plan.lengths_input, int_high=plan.int_high)
+            feeds = make_inputs(plan.inputs, sizes, rng=rng, lengths_input=plan.lengths_input, int_high=plan.int_high,
+                                sorted_lengths=plan.sorted_lengths)
         cases.append((label, sizes, feeds))
 
     torch_threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         refs: dict[int, dict[str, np.ndarray]] = {}
-        if plan.reference is not None:
+        reference = plan.reference or plan.unmodified
+        if reference is not None:
             for k, (_, _, feeds) in enumerate(cases):
-                refs[k] = run_forward(plan.reference, (feeds,), subject, feeds)
+                refs[k] = run_forward(reference, (feeds,), subject, feeds)
+        counts: list[dict[int, int]] = []
         with proxies_installed(plan.root, found, layers) as session:
             def eager(feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
                 outs = run_forward(plan.wrapper, _to_torch(feeds, names), subject, feeds)
+                counts.append(dict(session.calls))
                 if len(outs) != len(plan.output_names):
                     raise UsageError("output names", "count differs from the model's outputs",
                                      expected=len(outs), got=f"{len(plan.output_names)} {plan.output_names}")
                 return {n: o.detach().cpu().numpy() for n, o in zip(plan.output_names, outs)}
 
             proxied = {k: eager(feeds) for k, (_, _, feeds) in enumerate(cases)}
+            _refuse_loops_over_axes(layers, counts, cases, subject)
             called = set(session.calls)
-            if plan.reference is None:
+            if reference is None:
                 refs = proxied
             output_axes = plan.output_axes or _infer_output_axes(refs[0], refs[1], cases[0][1], cases[1][1])
             raw = _raw_export(plan, _to_torch(cases[0][2], names), output_axes, opset, subject)
@@ -385,6 +441,8 @@ def build_graph(plan: GraphPlan, *, opset: int = DEFAULT_OPSET, verify: bool = T
     nodes_before = graph_mod.op_counts(raw)
     model = raw
     prefixes = [f"{layers[i].path or 'rnn'}.l{k}" for i in sorted(called) for k in range(layers[i].num_layers)]
+    if len(called) == 1:  # one module called in a loop: its nodes in call order (".callN" added when named)
+        prefixes *= session.calls[next(iter(called))]
     stats = graph_mod.clean(model, prefixes, wrapper_scopes=_wrapper_scopes(plan))
     problems = graph_mod.check_fused(model)
     rec = _recurrent_summary(model)
@@ -420,6 +478,25 @@ def build_graph(plan: GraphPlan, *, opset: int = DEFAULT_OPSET, verify: bool = T
     return model, report
 
 
+def _refuse_loops_over_axes(layers: list[RecurrentLayer], counts: list[dict[int, int]], cases, subject: str) -> None:
+    """A module called a different number of times at different sizes runs in a Python loop over a
+    dynamic axis: tracing unrolls the loop at the example's size, so the graph would be wrong."""
+    for i, layer in enumerate(layers):
+        seen = [c.get(i, 0) for c in counts]
+        if len(set(seen)) <= 1:
+            continue
+        what = f"{layer.path or 'model'} ({'a cell' if layer.is_cell else layer.op})"
+        at = "; ".join(f"{n} call(s) at {case[1]}" for n, case in zip(seen, cases))
+        fix = ("export one step instead: a module whose forward runs the cell once, forward(x_t, state) -> "
+               "state, with --input 'x:float32[batch,F]' --input 'state=(h:float32[batch,H],c:float32[batch,H])' "
+               "(the state becomes state inputs/outputs the runtime feeds back); or run nn.LSTM / nn.GRU over the "
+               "whole sequence" if layer.is_cell else
+               "call the recurrent module once over the whole sequence (the fused node loops over time)")
+        raise UnsupportedError(what, f"called a different number of times at different sizes ({at}): a Python loop "
+                               "over a dynamic axis, which tracing unrolls at the example's size and freezes",
+                               expected=fix, got=seen)
+
+
 def _drop_unused(m: Manifest, used: list[RecurrentLayer]) -> None:
     """Describe only the recurrent modules the graph holds."""
     m.extra["recurrent_modules"] = [r for r in m.extra.get("recurrent_modules", [])
@@ -435,22 +512,26 @@ def _drop_unused(m: Manifest, used: list[RecurrentLayer]) -> None:
 def _streaming_check(plan: GraphPlan, sess, case, output_axes, subject: str, scale: float):
     """For streamable graphs with state: two chunks with carried state == the whole sequence."""
     m = plan.manifest
-    if not (m.streamable and m.states):
+    if not (m.states and (m.streamable if plan.stream_check is None else plan.stream_check)):
         return None
-    x_spec = next((s for s in plan.inputs if s.name != plan.lengths_input and any(
-        isinstance(d, str) and d != "batch" for d in s.dims)), None)
-    if x_spec is None:
+    from edgelstm.exporters.spec import data_input  # noqa: PLC0415
+
+    x_spec = data_input([s for s in plan.inputs if s.name not in {st.input for st in m.states}], plan.lengths_input)
+    axis_name = next((d for d in x_spec.dims if isinstance(d, str) and d != "batch"), None) if x_spec else None
+    if axis_name is None:  # a step module: no time axis to cut
         return None
-    axis_name = next(d for d in x_spec.dims if isinstance(d, str) and d != "batch")
     label, sizes, feeds = case
     if sizes.get(axis_name, 1) < 2:
         return None
     time_axes = {s.name: s.dims.index(axis_name) for s in plan.inputs if axis_name in s.dims}
     out_axes = {n: next(i for i, a in ax.items() if a == axis_name)
                 for n, ax in output_axes.items() if axis_name in ax.values()}
+    known = {d for s in plan.inputs for d in s.dims if isinstance(d, str)}
+    # an output with an axis of its own (time * batch flattened) has no chunk-wise counterpart
+    skip = {n for n, ax in output_axes.items() if n not in out_axes and set(ax.values()) - known}
     return checks.streaming_case(sess, feeds, time_axes=time_axes, output_time_axes=out_axes,
                                  states=[(s.input, s.output) for s in m.states], lengths_input=plan.lengths_input,
-                                 sizes=sizes, subject=subject, scale=scale)
+                                 sizes=sizes, subject=subject, scale=scale, skip=skip)
 
 
 def json_loads(text: str) -> dict:
@@ -555,14 +636,15 @@ class _Bare(nn.Module):
         return self.rnn(*args)
 
 
-def _coerce_specs(inputs: Sequence[str | InputSpec] | None, example: Sequence[torch.Tensor] | None) -> list[InputSpec]:
+def _coerce_specs(inputs: Sequence[Any] | None, example: Sequence[torch.Tensor] | None) -> list[Any]:
+    """The forward's arguments: :class:`InputSpec` (one tensor) or :class:`TupleArg` (a tuple)."""
     if inputs is not None:
-        specs = [parse_input_spec(s) if isinstance(s, str) else s for s in inputs]
+        args = [parse_argument(s) if isinstance(s, str) else s for s in inputs]
     else:
         if not example:
             raise UsageError("export", "neither inputs nor example_inputs given",
                              expected="input specs such as 'x:float32[batch,time,8]' or example tensors", got=None)
-        specs = []
+        args = []
         for i, t in enumerate(example):
             name = "x" if len(example) == 1 else f"input_{i}"
             dims: list[Any] = list(t.shape)
@@ -570,28 +652,51 @@ def _coerce_specs(inputs: Sequence[str | InputSpec] | None, example: Sequence[to
                 dims[0] = "batch"
             if len(dims) >= 2:
                 dims[1] = "time"
-            specs.append(InputSpec(name, str(t.detach().cpu().numpy().dtype), tuple(dims)))
+            args.append(InputSpec(name, str(t.detach().cpu().numpy().dtype), tuple(dims)))
     from edgelstm.exporters.spec import check_specs  # noqa: PLC0415
 
-    check_specs(specs)
-    return specs
+    check_specs(leaves(args))
+    return args
 
 
 def _family_of(layers: list[RecurrentLayer]) -> str:
-    kinds = {layer.kind for layer in layers}
+    kinds = {layer.family for layer in layers}
     return kinds.pop() if len(kinds) == 1 else "custom"
 
 
-def plan_module(module: nn.Module, *, inputs: Sequence[str | InputSpec] | None = None,
+def _check_axis_sizes(specs: list[InputSpec], sizes: dict[str, int], option: str) -> None:
+    names = {d for sp in specs for d in sp.dims if isinstance(d, str)}
+    for name, n in sizes.items():
+        if name not in names:
+            raise UsageError(f"{option} {name}={n}", "not a named axis of the inputs", expected=sorted(names), got=name)
+        if not isinstance(n, int) or n < 1:
+            raise UsageError(f"{option} {name}={n}", "a size must be a positive integer", expected=">= 1", got=n)
+
+
+def plan_module(module: nn.Module, *, inputs: Sequence[Any] | None = None,
                 example_inputs: Sequence[torch.Tensor] | None = None, output_names: Sequence[str] | None = None,
                 lengths_input: str | None = None, expose_state: bool = False,
-                checkpoint_sha256: str | None = None, int_high: int = 2) -> GraphPlan:
-    """A :class:`GraphPlan` for a user's own module (forward takes the listed inputs in order)."""
+                checkpoint_sha256: str | None = None, int_high: int = 2,
+                states: Sequence[tuple[str, str]] = (), example_sizes: dict[str, int] | None = None,
+                min_sizes: dict[str, int] | None = None) -> GraphPlan:
+    """A :class:`GraphPlan` for a user's own module (forward takes the listed arguments in order;
+    a :class:`TupleArg` is rebuilt from its graph inputs). ``states`` pairs a state input with the
+    output that is fed back to it (tuple arguments are paired with a tuple output of the same
+    shapes by themselves, see :func:`probe_outputs`)."""
     if not isinstance(module, nn.Module):
         raise ModelDefinitionError("model", "not a torch.nn.Module", expected="nn.Module", got=type(module).__name__)
     root = _Bare(module) if recurrent_kind(module) is not None else module
     root.eval()
-    specs = _coerce_specs(inputs, example_inputs)
+    args = _coerce_specs(inputs, example_inputs)
+    specs = leaves(args)
+    example_sizes, min_sizes = dict(example_sizes or {}), dict(min_sizes or {})
+    _check_axis_sizes(specs, example_sizes, "--example-size")
+    _check_axis_sizes(specs, min_sizes, "--min-size")
+    low = [f"{n}={example_sizes[n]} < --min-size {m}" for n, m in min_sizes.items() if example_sizes.get(n, m) < m]
+    if low:
+        raise UsageError("--example-size", "below the minimum size", expected="--example-size >= --min-size", got=low)
+    from edgelstm.exporters.spec import check_streaming_layout, data_input, is_batch_major  # noqa: PLC0415
+
     if lengths_input is not None:
         spec = next((s for s in specs if s.name == lengths_input), None)
         if spec is None:
@@ -600,25 +705,29 @@ def plan_module(module: nn.Module, *, inputs: Sequence[str | InputSpec] | None =
         if not spec.dtype.startswith("int") or len(spec.dims) != 1:
             raise UsageError(f"input {lengths_input}", "lengths must be a 1-D integer tensor",
                              expected="int32[batch] or int64[batch]", got=spec.text())
-        from edgelstm.exporters.spec import check_streaming_layout  # noqa: PLC0415
-
         check_streaming_layout(specs, lengths_input, option="--lengths-input")
-    found = require_recurrent(root, "model")
+    found = find_recurrent(root)
+    if not found and not states and not any(isinstance(a, TupleArg) for a in args):
+        raise _no_recurrent(root, "model")
     layers = [describe(m, p) for p, m in found]
-    user_names = [s.name for s in specs]
-    states: list[StateBinding] = []
+    user_names = [structure(a) for a in args]
+    bindings: list[StateBinding] = []
     state_specs: list[InputSpec] = []
     manifest_states: list[StateSpec] = []
     if expose_state:
-        from edgelstm.exporters.spec import check_streaming_layout  # noqa: PLC0415
-
         check_streaming_layout(specs, lengths_input)
+        cells = [layer.path for layer in layers if layer.is_cell]
+        if cells or not layers:
+            raise UnsupportedError("--expose-state", "a step module's state is its own forward argument",
+                                   expected="the state declared as inputs: --input 'state=(h:float32[batch,H],"
+                                   "c:float32[batch,H])' (paired with the output tuple by itself) or --state IN=OUT",
+                                   got=f"cells {cells}" if cells else "no recurrent layer")
         for i, layer in enumerate(layers):
             sfx = "" if len(layers) == 1 else f"_{i}"
             b = StateBinding(i, f"h_in{sfx}", f"h_out{sfx}",
                              f"c_in{sfx}" if layer.has_cell else None, f"c_out{sfx}" if layer.has_cell else None,
                              path=layer.path)
-            states.append(b)
+            bindings.append(b)
             shape = (layer.state_size, "batch", layer.hidden_size)
             for n_in, n_out in ((b.h_in, b.h_out), (b.c_in, b.c_out)):
                 if n_in:
@@ -630,20 +739,24 @@ def plan_module(module: nn.Module, *, inputs: Sequence[str | InputSpec] | None =
     check_specs(all_specs)
     example = None
     if example_inputs is not None:
-        if len(example_inputs) != len(specs):
-            raise UsageError("example_inputs", "count differs from the inputs", expected=len(specs),
-                             got=len(example_inputs))
+        if len(example_inputs) != len(specs) or any(isinstance(a, TupleArg) for a in args):
+            raise UsageError("example_inputs", "count differs from the inputs (give one tensor per graph input)",
+                             expected=len(specs), got=len(example_inputs))
         example = {s.name: t.detach().cpu().numpy() for s, t in zip(specs, example_inputs)}
         if state_specs:
             sizes = sizes_of(specs, example)
             batch = sizes.get("batch", 1)
             for s in state_specs:
                 example[s.name] = np.zeros(s.shape_for({"batch": batch}), np.float32)
-    wrapper = GraphWrapper(root, [s.name for s in all_specs], user_names, lengths_input, states)
+    x = data_input(specs, lengths_input)
+    time_axis = time_axis_of(specs, lengths_input)
+    lengths_axis = (x.name, x.dims.index(time_axis)) if x is not None and time_axis in x.dims else None
+    wrapper = GraphWrapper(root, [s.name for s in all_specs], user_names, lengths_input, bindings,
+                           lengths_axis=lengths_axis)
     names = list(output_names) if output_names else []
-    state_out_names = [n for b in states for n in (b.h_out, b.c_out) if n]
+    state_out_names = [n for b in bindings for n in (b.h_out, b.c_out) if n]
     meanings = {}
-    for b in states:
+    for b in bindings:
         path = layers[b.index].path or "model"
         meanings[b.h_in] = f"initial hidden state of {path}"
         meanings[b.h_out] = f"final hidden state of {path}"
@@ -653,11 +766,12 @@ def plan_module(module: nn.Module, *, inputs: Sequence[str | InputSpec] | None =
     if lengths_input:
         meanings[lengths_input] = "valid steps per sequence (ONNX sequence_lens of every recurrent node)"
     first = layers[0] if layers else None
+    unidirectional = all(layer.directions == 1 for layer in layers)
     manifest = Manifest(
         family=_family_of(layers) if layers else "custom", task="custom",
-        layers=sum(layer.num_layers for layer in layers), hidden_size=first.hidden_size if first else 0,
+        layers=max(1, sum(layer.num_layers for layer in layers)), hidden_size=first.hidden_size if first else 1,
         directions=max((layer.directions for layer in layers), default=1), inputs=[], outputs=[],
-        states=manifest_states, streamable=bool(expose_state) and all(layer.directions == 1 for layer in layers),
+        states=manifest_states, streamable=bool(expose_state) and unidirectional and is_batch_major(x),
         checkpoint_sha256=checkpoint_sha256,
         extra={"recurrent_modules": [{"path": layer.path, "kind": layer.kind, "layers": layer.num_layers,
                                       "hidden_size": layer.hidden_size, "directions": layer.directions,
@@ -665,38 +779,124 @@ def plan_module(module: nn.Module, *, inputs: Sequence[str | InputSpec] | None =
     plan = GraphPlan(root=root, wrapper=wrapper, inputs=all_specs, output_names=names, manifest=manifest,
                      lengths_input=lengths_input, example=example, int_high=int_high,
                      input_meanings={k: v for k, v in meanings.items() if k in {s.name for s in all_specs}},
-                     output_meanings=meanings, warn_unused=True)
+                     output_meanings=meanings, warn_unused=True, example_sizes=example_sizes, min_sizes=min_sizes,
+                     allow_plain=True, stream_check=bool(expose_state) and unidirectional)
     plan.state_output_names = state_out_names
+    plan.declared_states = [tuple(p) for p in states]
+    if not expose_state:
+        plan.unmodified = _unmodified_reference(module, user_names, plan)
     return plan
 
 
-def _default_output_names(plan: GraphPlan, subject: str) -> None:
-    """Name user outputs ``y`` (one) or ``y0, y1, ...`` after counting them on the example."""
+def _no_recurrent(root: nn.Module, subject: str, why: str = "and no state declared") -> ModelDefinitionError:
+    return ModelDefinitionError(subject, f"model has no recurrent layer {why}",
+                                expected="an nn.LSTM / nn.GRU / nn.RNN / PeepholeLSTM / cell submodule, or a "
+                                "hand-written recurrence step with its state declared: a tuple argument --input "
+                                "'state=(h:float32[batch,H],c:float32[batch,H])' returned as a tuple of the same "
+                                "shapes, or --state IN=OUT", got=type(root).__name__)
+
+
+def _unmodified_reference(module: nn.Module, user_names: list[Any], plan: GraphPlan):
+    """The user's module as it is (no proxies, packing done by PyTorch): the parity reference."""
+    def reference(feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        named = {n: torch.from_numpy(np.ascontiguousarray(v)) for n, v in feeds.items()}
+        with torch.no_grad():
+            out = module(*[rebuild_argument(t, named) for t in user_names])
+        return {n: t.detach().cpu().numpy() for n, t in zip(plan.output_names, flatten_outputs(out))}
+    return reference
+
+
+def _state_name(name: str) -> str:
+    return f"{name[:-3]}_out" if name.endswith("_in") else f"{name}_out"
+
+
+def probe_outputs(plan: GraphPlan, subject: str, args: list[Any]) -> None:
+    """Run the forward once (proxies installed): count and name its outputs, pair state arguments
+    with the outputs fed back to them, note how the forward packs sequences.
+
+    A tuple argument is paired with the output (a top-level element of the result) that is a tuple
+    of tensors of the same shapes; ``plan.declared_states`` (``--state IN=OUT``) pair by name.
+    """
     state_names = plan.state_output_names
     user_given = list(plan.output_names)
     found = find_recurrent(plan.root)
     layers = [describe(m, p) for p, m in found]
     names = [s.name for s in plan.inputs]
-    sizes = {n: EXAMPLE_SIZES.get(n, EXAMPLE_SIZE_DEFAULT) for s in plan.inputs for n in s.dims if isinstance(n, str)}
+    sizes = _sizes_cases(plan)[0][1]
     feeds = plan.example or make_inputs(plan.inputs, sizes, rng=np.random.default_rng(0),
                                         lengths_input=plan.lengths_input, int_high=plan.int_high)
-    with proxies_installed(plan.root, found, layers):
+    with proxies_installed(plan.root, found, layers) as session:
         outs = run_forward(plan.wrapper, _to_torch(feeds, names), subject, feeds)
+        plan.sorted_lengths = any(session.packed)
+        if session.raw_lengths:
+            plan.unmodified = None  # --lengths-input wires lengths the unmodified module never sees
     n_user = len(outs) - len(state_names)
+    tree = plan.wrapper.last_output
+    # tuple argument <-> output tuple of the same shapes
+    pairs: dict[int, str] = {}  # flat output index -> state input name
+    tops = tree if isinstance(tree, list) else [tree]
+    offsets, k = [], 0
+    for t in tops:
+        offsets.append(k)
+        k += len(_leaf_shapes(t))
+    shape_of = {s.name: tuple(feeds[s.name].shape) for s in plan.inputs}
+    for a in args:
+        if not isinstance(a, TupleArg):
+            continue
+        want = [shape_of[s.name] for s in leaves(a)]
+        for t, off in [(tree, 0)] + list(zip(tops, offsets)):  # the whole result, or one element of it
+            if isinstance(t, list) and _leaf_shapes(t) == want and not any(off + i in pairs for i in range(len(want))):
+                pairs.update({off + i: s.name for i, s in enumerate(leaves(a))})
+                break
     if user_given:
         if len(user_given) != n_user:
             raise UsageError("--output-name", "count differs from the model's outputs", expected=n_user,
                              got=f"{len(user_given)} {user_given}")
         plan.output_names = user_given + state_names
     else:
-        plan.output_names = (["y"] if n_user == 1 else [f"y{i}" for i in range(n_user)]) + state_names
+        rest = [i for i in range(n_user) if i not in pairs]
+        default = {i: ("y" if len(rest) == 1 else f"y{j}") for j, i in enumerate(rest)}
+        default.update({i: _state_name(n) for i, n in pairs.items()})
+        plan.output_names = [default[i] for i in range(n_user)] + state_names
+    declared = [(n, plan.output_names[i]) for i, n in sorted(pairs.items())] + list(plan.declared_states)
+    out_shapes = {n: tuple(o.shape) for n, o in zip(plan.output_names, outs)}
+    by_name = {s.name: s for s in plan.inputs}
+    taken = {st.input for st in plan.manifest.states}
+    for n_in, n_out in declared:
+        if n_in not in by_name or n_out not in out_shapes:
+            raise UsageError(f"--state {n_in}={n_out}", "not a graph input and output",
+                             expected=f"an input of {sorted(by_name)} and an output of {plan.output_names}",
+                             got=f"{n_in}={n_out}")
+        if n_in in taken:
+            continue
+        if shape_of[n_in] != out_shapes[n_out]:
+            raise UsageError(f"--state {n_in}={n_out}", "the output fed back has another shape than the input",
+                             expected=list(shape_of[n_in]), got=list(out_shapes[n_out]))
+        taken.add(n_in)
+        plan.manifest.states.append(StateSpec(n_in, n_out, list(by_name[n_in].dims), by_name[n_in].dtype))
+        plan.input_meanings.setdefault(n_in, "state fed back from " + n_out + " (zeros to start)")
+        plan.output_meanings.setdefault(n_out, "next " + n_in)
+    if not layers:
+        if not plan.manifest.states:
+            raise _no_recurrent(plan.root, subject, "and no state input is fed back from an output")
+        last = plan.manifest.states[0].shape[-1] if plan.manifest.states[0].shape else 1
+        plan.manifest.hidden_size = last if isinstance(last, int) else 1
+    if plan.manifest.states and not plan.state_output_names:  # declared states, fed back by the caller
+        from edgelstm.exporters.spec import data_input, is_batch_major  # noqa: PLC0415
+
+        plan.stream_check = all(layer.directions == 1 for layer in layers)
+        # `edgelstm run` / Model.stream take x as [batch, time, ...]: other layouts (a time-major
+        # x, a one-step module) carry their state through the manifest's pairs, not marked streamable
+        x = data_input([s for s in plan.inputs if s.name not in taken], plan.lengths_input)
+        plan.manifest.streamable = plan.stream_check and is_batch_major(x)
 
 
 def export(module: nn.Module, example_inputs: Sequence[torch.Tensor] | None, path: str | os.PathLike, *,
            inputs: Sequence[str | InputSpec] | None = None, output_names: Sequence[str] | None = None,
            opset: int = DEFAULT_OPSET, verify: bool = True, atol_scale: float = checks.FP32_RTOL_SCALE,
            lengths_input: str | None = None, expose_state: bool = False,
-           checkpoint_sha256: str | None = None, int_high: int = 2) -> ExportReport:
+           checkpoint_sha256: str | None = None, int_high: int = 2, states: Sequence[tuple[str, str]] = (),
+           example_sizes: dict[str, int] | None = None, min_sizes: dict[str, int] | None = None) -> ExportReport:
     """Export a user's ``nn.Module`` to ``path`` and return an :class:`ExportReport`.
 
     ``inputs`` are specs like ``"x:float32[batch,time,8]"`` (named dims are dynamic axes); without
@@ -711,8 +911,9 @@ def export(module: nn.Module, example_inputs: Sequence[torch.Tensor] | None, pat
         example_inputs = (example_inputs,)
     plan = plan_module(module, inputs=inputs, example_inputs=example_inputs, output_names=output_names,
                        lengths_input=lengths_input, expose_state=expose_state,
-                       checkpoint_sha256=checkpoint_sha256, int_high=int_high)
-    _default_output_names(plan, str(path))
+                       checkpoint_sha256=checkpoint_sha256, int_high=int_high, states=states,
+                       example_sizes=example_sizes, min_sizes=min_sizes)
+    probe_outputs(plan, str(path), _coerce_specs(inputs, example_inputs))
     model, report = build_graph(plan, opset=opset, verify=verify, subject=str(path), parity_scale=atol_scale)
     write_models([(model, path)])
     report.path = str(path)

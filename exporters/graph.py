@@ -225,35 +225,42 @@ def name_recurrent_weights(model: onnx.ModelProto, node_prefixes: list[str] | No
     use = _consumers(g)
     rec = [n for n in g.node if n.op_type in RECURRENT_OPS]
     taken = {t.name for t in g.initializer} | {o for n in g.node for o in n.output} | {i.name for i in g.input}
+    rec_only = {name for name, users in use.items() if all(u.op_type in RECURRENT_OPS for u in users)}
     for k, n in enumerate(rec):
         base = node_prefixes[k] if node_prefixes and k < len(node_prefixes) else f"rnn{k}"
-        n.name = base
+        n.name = base if base not in {m.name for m in rec[:k]} else f"{base}.call{k}"
         for slot, inp in enumerate(n.input):
-            if inp in inits and len(use.get(inp, [])) == 1:
+            # a weight read by this node only, or shared by the calls of one module (a loop): its first node names it
+            if inp in inits and inp in rec_only and inp not in {i for m in rec[:k] for i in m.input}:
                 new = f"{base}.{RECURRENT_INPUT_NAMES[n.op_type][slot]}"
                 if new in taken:
                     continue
                 inits[inp].name = new
-                n.input[slot] = new
+                for user in use[inp]:
+                    for j, i in enumerate(user.input):
+                        if i == inp:
+                            user.input[j] = new
                 taken.add(new)
 
 
-def dedupe_small_initializers(model: onnx.ModelProto, max_elements: int = 64) -> int:
-    """Identical small constants (Slice starts, Reshape shapes...) share one initializer."""
+def dedupe_initializers(model: onnx.ModelProto) -> int:
+    """Identical initializers share one: small constants (Slice starts, Reshape shapes...) and the
+    weights of a module called at every step of an unrolled loop (a decoder loop over a cell
+    emits them once per step). Compared by dtype, dims and bytes (a digest, then the bytes)."""
+    import hashlib  # noqa: PLC0415
+
     g = model.graph
-    seen: dict[tuple, str] = {}
+    seen: dict[tuple, onnx.TensorProto] = {}
     alias: dict[str, str] = {}
     keep = []
     for t in g.initializer:
-        arr = numpy_helper.to_array(t)
-        if arr.size > max_elements:
-            keep.append(t)
-            continue
-        key = (t.data_type, tuple(t.dims), arr.tobytes())
-        if key in seen:
-            alias[t.name] = seen[key]
+        data = numpy_helper.to_array(t).tobytes()
+        key = (t.data_type, tuple(t.dims), hashlib.sha256(data).digest())
+        first = seen.get(key)
+        if first is not None and numpy_helper.to_array(first).tobytes() == data:
+            alias[t.name] = first.name
         else:
-            seen[key] = t.name
+            seen.setdefault(key, t)
             keep.append(t)
     if alias:
         for n in g.node:
@@ -328,7 +335,7 @@ def clean(model: onnx.ModelProto, node_prefixes: list[str] | None = None,
         stats["dead_removed"] += remove_dead(model)
         if sum(stats.values()) == before:
             break
-    stats["initializers_deduplicated"] += dedupe_small_initializers(model)
+    stats["initializers_deduplicated"] += dedupe_initializers(model)
     if wrapper_scopes:
         strip_wrapper_scopes(model, wrapper_scopes)
     name_recurrent_weights(model, node_prefixes)

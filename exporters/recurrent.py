@@ -19,6 +19,7 @@ conversions are :mod:`edgelstm.reference`'s (one implementation, shared with the
 from __future__ import annotations
 
 import contextlib
+import sys
 import threading
 from dataclasses import dataclass, field
 from typing import Any, Iterator
@@ -26,15 +27,28 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 from torch import nn
-from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
+from torch.nn.utils import rnn as rnn_utils
+from torch.nn.utils.rnn import PackedSequence
+
+# the originals, kept before any export session maps them (see packed_sequences_mapped)
+_PACK = rnn_utils.pack_padded_sequence
+_PAD = rnn_utils.pad_packed_sequence
 
 from edgelstm import reference
 from edgelstm.errors import UnsupportedError
 from edgelstm.models.peephole import PeepholeLSTM
 
 
+#: one-step cells: exported as one fused node with T = 1 (``<kind>_cell``)
+_CELL_KINDS = ((nn.LSTMCell, "lstm_cell"), (nn.GRUCell, "gru_cell"), (nn.RNNCell, "rnn_cell"))
+
+
 def recurrent_kind(module: nn.Module) -> str | None:
-    """``lstm`` / ``gru`` / ``rnn`` / ``peephole`` for a supported layer, else None."""
+    """``lstm`` / ``gru`` / ``rnn`` / ``peephole`` for a supported layer, ``lstm_cell`` / ``gru_cell``
+    / ``rnn_cell`` for a one-step cell, else None."""
+    for cls, kind in _CELL_KINDS:
+        if isinstance(module, cls):
+            return kind
     if isinstance(module, PeepholeLSTM):
         return "peephole"
     if isinstance(module, nn.LSTM):
@@ -44,9 +58,6 @@ def recurrent_kind(module: nn.Module) -> str | None:
     if isinstance(module, nn.RNN):
         return "rnn"
     return None
-
-
-_CELL_TYPES = (nn.LSTMCell, nn.GRUCell, nn.RNNCell)
 
 
 @dataclass
@@ -67,6 +78,16 @@ class RecurrentLayer:
     @property
     def has_cell(self) -> bool:
         return self.op == "LSTM"
+
+    @property
+    def is_cell(self) -> bool:
+        """A one-step cell (nn.LSTMCell / nn.GRUCell / nn.RNNCell): x [batch, F] -> state [batch, H]."""
+        return self.kind.endswith("_cell")
+
+    @property
+    def family(self) -> str:
+        """The manifest family: a cell counts as its layer's family."""
+        return self.kind.removesuffix("_cell")
 
     @property
     def state_size(self) -> int:
@@ -96,6 +117,8 @@ def describe(module: nn.Module, path: str) -> RecurrentLayer:
         raise UnsupportedError(path or type(module).__name__, "not a supported recurrent layer",
                                expected="nn.LSTM, nn.GRU, nn.RNN or PeepholeLSTM", got=type(module).__name__)
     where = f"{path or 'model'} ({type(module).__name__})"
+    if kind.endswith("_cell"):
+        return _describe_cell(module, path, kind, where)
     base = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}.get(kind)
     if base is not None and type(module).forward is not base.forward:
         raise UnsupportedError(where, f"a subclass of nn.{base.__name__} with its own forward cannot be mapped "
@@ -148,6 +171,34 @@ def describe(module: nn.Module, path: str) -> RecurrentLayer:
                           batch_first=bool(module.batch_first), activation=activation, weights=layers)
 
 
+def _describe_cell(module: nn.Module, path: str, kind: str, where: str) -> RecurrentLayer:
+    """A cell is a one-layer, one-direction, time-major layer run for T = 1 step."""
+    base = {"lstm_cell": nn.LSTMCell, "gru_cell": nn.GRUCell, "rnn_cell": nn.RNNCell}[kind]
+    if type(module).forward is not base.forward:
+        raise UnsupportedError(where, f"a subclass of nn.{base.__name__} with its own forward cannot be mapped to "
+                               "a fused ONNX node", expected=f"nn.{base.__name__}'s forward",
+                               got=f"{type(module).__qualname__}.forward")
+    params = {k: v.detach().to(torch.float32).cpu().numpy() for k, v in module.named_parameters()}
+    w_ih, w_hh = params["weight_ih"], params["weight_hh"]
+    b_ih, b_hh = params.get("bias_ih"), params.get("bias_hh")
+    activation = None
+    if kind == "lstm_cell":
+        W, R, B, _ = reference.torch_lstm_to_onnx(w_ih, w_hh, b_ih, b_hh, None)
+        op = "LSTM"
+    elif kind == "gru_cell":
+        W, R, B = reference.torch_gru_to_onnx(w_ih, w_hh, b_ih, b_hh)
+        op = "GRU"
+    else:
+        W, R, B = reference.torch_rnn_to_onnx(w_ih, w_hh, b_ih, b_hh)
+        op = "RNN"
+        activation = {"tanh": "Tanh", "relu": "Relu"}.get(module.nonlinearity)
+        if activation is None:
+            raise UnsupportedError(where, "unknown nonlinearity", expected="tanh or relu", got=module.nonlinearity)
+    return RecurrentLayer(path=path, kind=kind, op=op, input_size=int(module.input_size),
+                          hidden_size=int(module.hidden_size), num_layers=1, directions=1, batch_first=False,
+                          activation=activation, weights=[{"W": W[None], "R": R[None], "B": B[None]}])
+
+
 # ---------------------------------------------------------------------------- export session
 @dataclass
 class _Session:
@@ -157,6 +208,10 @@ class _Session:
     state_in: dict[int, tuple[torch.Tensor, ...]] = field(default_factory=dict)
     state_out: dict[int, tuple[torch.Tensor, ...]] = field(default_factory=dict)
     calls: dict[int, int] = field(default_factory=dict)
+    lengths_input: str | None = None
+    lengths_steps: int | None = None          # time steps the lengths input counts (this call)
+    packed: list[bool] = field(default_factory=list)  # enforce_sorted of each pack_padded_sequence
+    raw_lengths: bool = False                 # a module got the lengths input itself (not packed)
 
 
 _LOCAL = threading.local()
@@ -183,6 +238,12 @@ def run_module(module: nn.Module, layer: RecurrentLayer, x: torch.Tensor, h0: to
                c0: torch.Tensor | None, lengths: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
     """The original module's result, with ``lengths`` meaning what ONNX ``sequence_lens`` means."""
     hx: Any
+    if layer.is_cell:  # x [1, B, F], state [1, B, H] -> one step of the cell
+        state = module.forward(x[0], None if h0 is None else ((h0[0], c0[0]) if layer.has_cell else h0[0]))
+        h1, c1 = (state if layer.has_cell else (state, None))
+        if layer.has_cell:
+            return h1[None], h1[None], c1[None]
+        return h1[None], h1[None]
     if layer.has_cell:
         hx = None if h0 is None else (h0, c0)
     else:
@@ -193,10 +254,10 @@ def run_module(module: nn.Module, layer: RecurrentLayer, x: torch.Tensor, h0: to
         y, state = module.forward(x, hx)
     else:
         total = x.shape[1 if layer.batch_first else 0]
-        packed = pack_padded_sequence(x, lengths.detach().to(torch.int64).cpu(), batch_first=layer.batch_first,
-                                      enforce_sorted=False)
+        packed = _PACK(x, lengths.detach().to(torch.int64).cpu(), batch_first=layer.batch_first,
+                       enforce_sorted=False)
         y_packed, state = module.forward(packed, hx)
-        y, _ = pad_packed_sequence(y_packed, batch_first=layer.batch_first, total_length=total)
+        y, _ = _PAD(y_packed, batch_first=layer.batch_first, total_length=total)
     if layer.has_cell:
         return y, state[0], state[1]
     return y, state
@@ -299,10 +360,20 @@ class RecurrentProxy(nn.Module):
         s = _session()
         layer = s.layers[self.index]
         where = f"{layer.path} ({type(self.original).__name__})"
-        if isinstance(input, PackedSequence):
-            raise UnsupportedError(where, "PackedSequence input cannot be exported faithfully",
-                                   expected="a padded tensor, with the lengths given as the export's lengths "
-                                            "input (wired to ONNX sequence_lens)", got="PackedSequence")
+        packed = None
+        if isinstance(input, MappedPacked):
+            packed = input
+            input = packed.padded if packed.batch_first == layer.batch_first else packed.padded.transpose(0, 1)
+            lengths = packed.lengths
+        elif isinstance(input, PackedSequence):
+            raise UnsupportedError(where, "a PackedSequence built outside pack_padded_sequence (pack_sequence, or "
+                                   "one made by hand) cannot be exported: its lengths are fixed Python values, "
+                                   "so the graph would hold the example's lengths",
+                                   expected="x = pack_padded_sequence(padded, lengths_tensor, batch_first=..., "
+                                   "enforce_sorted=...) inside forward, with lengths a forward input given as "
+                                   "--lengths-input", got="PackedSequence")
+        if layer.is_cell:
+            return self._step(input, hx, s, layer, where)
         if input.dim() != 3:
             raise UnsupportedError(where, "unbatched input", expected="a 3-D input tensor",
                                    got=f"{input.dim()}-D")
@@ -323,12 +394,119 @@ class RecurrentProxy(nn.Module):
             state = s.state_in[self.index]
             h0 = state[0]
             c0 = state[1] if layer.has_cell else None
-        seq = lengths if lengths is not None else s.lengths
+        seq = lengths
+        if seq is None and s.lengths is not None:
+            steps = int(input.shape[1 if layer.batch_first else 0])
+            if s.lengths_steps is not None and steps != s.lengths_steps:
+                raise UnsupportedError(
+                    where, f"the lengths input counts {s.lengths_steps} steps but this module sees {steps}: the "
+                    "model changes the time axis before it (downsampling, stacking), so --lengths-input would "
+                    "wire the raw lengths to it", expected="pack the sequence inside forward with the lengths "
+                    "transformed as the time axis is (pack_padded_sequence(y, (lengths + 1) // 2, ...)): the "
+                    "export follows that computation", got=f"{steps} steps")
+            seq = s.lengths
         result = _RecurrentFunction.apply(input, h0, c0, seq, self.index)
         s.state_out[self.index] = tuple(result[1:])
+        y = result[0]
+        if packed is not None:
+            y = MappedPacked(y, packed.lengths, layer.batch_first)
         if layer.has_cell:
-            return result[0], (result[1], result[2])
-        return result[0], result[1]
+            return y, (result[1], result[2])
+        return y, result[1]
+
+    def _step(self, x, hx, s: "_Session", layer: RecurrentLayer, where: str):
+        """One step of a cell as one fused node with T = 1: ``x [batch, F]`` -> ``h`` or ``(h, c)``."""
+        if x.dim() != 2:
+            raise UnsupportedError(where, "unbatched input to a cell", expected="x [batch, features]",
+                                   got=f"{x.dim()}-D")
+        s.calls[self.index] = s.calls.get(self.index, 0) + 1
+        h0 = c0 = None
+        if hx is not None:
+            h0, c0 = (hx[0][None], hx[1][None]) if layer.has_cell else (hx[None], None)
+        result = _RecurrentFunction.apply(x[None], h0, c0, None, self.index)
+        s.state_out[self.index] = tuple(result[1:])
+        if layer.has_cell:
+            return result[1][0], result[2][0]
+        return result[1][0]
+
+
+class MappedPacked:
+    """What ``pack_padded_sequence`` returns during an export: the padded tensor and its lengths.
+
+    A proxied recurrent module runs it with ONNX ``sequence_lens`` (what packing computes);
+    ``pad_packed_sequence`` gives the padded result back. Anything else done with it is refused.
+    """
+
+    def __init__(self, padded: torch.Tensor, lengths: torch.Tensor, batch_first: bool):
+        self.padded = padded
+        self.lengths = lengths
+        self.batch_first = batch_first
+
+    def __getattr__(self, name: str):
+        if name.startswith("__"):
+            raise AttributeError(name)
+        raise UnsupportedError(f"PackedSequence.{name}", "the forward reads a field of a PackedSequence; only "
+                               "pack_padded_sequence -> recurrent module -> pad_packed_sequence (or the final "
+                               "state) is mapped to ONNX sequence_lens",
+                               expected="pad_packed_sequence(output) before using the sequence", got=name)
+
+
+def _mapped_pack(input, lengths, batch_first=False, enforce_sorted=True):  # noqa: A002 - torch's own name
+    s = _session()
+    if not isinstance(lengths, torch.Tensor):
+        raise UnsupportedError("pack_padded_sequence(..., lengths)", "lengths given as Python values would be "
+                               "frozen into the graph at the example's lengths",
+                               expected="lengths as a tensor (a forward input, e.g. lengths.cpu())",
+                               got=type(lengths).__name__)
+    if s.lengths_input is None:
+        raise UnsupportedError("pack_padded_sequence in forward", "the export does not know which input holds "
+                               "the lengths, so its checks would feed random values that are not valid lengths",
+                               expected="--lengths-input NAME (the forward input the lengths come from)",
+                               got="no --lengths-input")
+    s.packed.append(bool(enforce_sorted))
+    return MappedPacked(input, lengths, bool(batch_first))
+
+
+def _mapped_pad(sequence, batch_first=False, padding_value=0.0, total_length=None):
+    if not isinstance(sequence, MappedPacked):
+        return _PAD(sequence, batch_first=batch_first, padding_value=padding_value, total_length=total_length)
+    if padding_value != 0.0:
+        raise UnsupportedError("pad_packed_sequence(..., padding_value)", "ONNX recurrent nodes pad with zeros",
+                               expected="padding_value=0.0", got=padding_value)
+    y = sequence.padded if sequence.batch_first == batch_first else sequence.padded.transpose(0, 1)
+    steps = int(y.shape[1 if batch_first else 0])
+    if total_length is not None and total_length != steps:
+        raise UnsupportedError("pad_packed_sequence(..., total_length)", "total_length differs from the padded "
+                               "input's time length", expected=steps, got=total_length)
+    lengths = sequence.lengths.to(torch.int64)
+    if total_length is None:  # PyTorch pads to the longest sequence of the batch, not to the input's length
+        y = y.index_select(1 if batch_first else 0, torch.arange(lengths.max()))
+    return y, lengths
+
+
+@contextlib.contextmanager
+def packed_sequences_mapped() -> Iterator[None]:
+    """While exporting, ``pack_padded_sequence`` / ``pad_packed_sequence`` in user code (called as
+    ``nn.utils.rnn.X`` or imported by name) return / take :class:`MappedPacked`. edgelstm's own
+    modules keep the originals (they route lengths themselves)."""
+    swaps = {id(_PACK): _mapped_pack, id(_PAD): _mapped_pad}
+    patched: list[tuple[Any, str, Any]] = []
+    for name, mod in list(sys.modules.items()):
+        if mod is None or name.startswith("edgelstm.") or name == "edgelstm":
+            continue
+        namespace = getattr(mod, "__dict__", None)
+        if not isinstance(namespace, dict):
+            continue
+        # by identity, so `from torch.nn.utils.rnn import pack_padded_sequence as pack` is found too
+        for attr, value in list(namespace.items()):
+            if id(value) in swaps and (value is _PACK or value is _PAD):
+                patched.append((mod, attr, value))
+                namespace[attr] = swaps[id(value)]
+    try:
+        yield
+    finally:
+        for mod, attr, value in patched:
+            mod.__dict__[attr] = value
 
 
 def find_recurrent(model: nn.Module) -> list[tuple[str, nn.Module]]:
@@ -340,10 +518,6 @@ def find_recurrent(model: nn.Module) -> list[tuple[str, nn.Module]]:
         if recurrent_kind(mod) is not None:
             found.append((name, mod))
     return found
-
-
-def find_cells(model: nn.Module) -> list[str]:
-    return [name for name, mod in model.named_modules() if isinstance(mod, _CELL_TYPES)]
 
 
 def _set_submodule(root: nn.Module, path: str, new: nn.Module) -> None:
@@ -368,7 +542,8 @@ def proxies_installed(model: nn.Module, found: list[tuple[str, nn.Module]],
         for i, (path, mod) in enumerate(found):
             _set_submodule(model, path, RecurrentProxy(mod, i))
             swapped.append((path, mod))
-        yield session
+        with packed_sequences_mapped():
+            yield session
     finally:
         for path, mod in swapped:
             _set_submodule(model, path, mod)

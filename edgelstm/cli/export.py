@@ -23,15 +23,31 @@ _DEFAULT_ATOL = 1e-5
 @click.option("--checkpoint", default=None, type=click.Path(dir_okay=False),
               help="Weights for --model: .safetensors or .pt/.pth (loaded with weights_only=True).")
 @click.option("--input", "inputs", multiple=True, metavar="NAME:DTYPE[DIM,...]",
-              help="A forward input, in order (repeat). Dims: integers or names; named dims (batch, "
-                   "time, ...) are dynamic axes. Example: x:float32[batch,time,8].")
+              help="A forward argument, in order (repeat). Dims: integers or names; named dims (batch, "
+                   "time, ...) are dynamic axes. Example: x:float32[batch,time,8]. A tuple argument: "
+                   "'hidden=(h:float32[2,batch,200],c:float32[2,batch,200])' (its parts are the graph inputs "
+                   "h and c; nesting allowed); an output tuple of the same shapes becomes h_out, c_out and "
+                   "the pairs are state inputs/outputs.")
 @click.option("--output-name", "output_names", multiple=True, metavar="NAME",
-              help="Name of each model output, in order (repeat). Default: y, or y0, y1, ...")
+              help="Name of each model output, in order (repeat); a tuple output as NAME=(a,b). "
+                   "Default: y, or y0, y1, ... (and IN_out for an output paired with a tuple argument IN).")
+@click.option("--state", "states", multiple=True, metavar="IN=OUT",
+              help="Declare input IN a state fed back from output OUT (repeat), e.g. h=h_out for a step "
+                   "module that takes and returns one tensor.")
+@click.option("--min-size", "min_sizes", multiple=True, metavar="NAME=N",
+              help="Every parity case feeds named axis NAME at least N (repeat), e.g. width=16 for a conv "
+                   "front end. Default 1.")
+@click.option("--example-size", "example_sizes", multiple=True, metavar="NAME=N",
+              help="Size of named axis NAME in the traced example (repeat). Default: batch 2, others 6 "
+                   "(at least the --min-size).")
 @click.option("--lengths-input", default=None, metavar="NAME",
-              help="The --input holding valid lengths, wired to every recurrent node's sequence_lens.")
+              help="The --input holding valid lengths: a forward that packs (pack_padded_sequence) gets "
+                   "ONNX sequence_lens from the lengths it packs with (transformed or not); otherwise they are "
+                   "wired to every recurrent node's sequence_lens.")
 @click.option("--expose-state", is_flag=True,
               help="Add h_in/c_in inputs and h_out/c_out outputs for each recurrent module (streaming). "
-                   "Needs the data input (x, else the first non-lengths input) batch-major: [batch,time,...].")
+                   "Needs a named batch and a named time axis in the data input (x, else the first "
+                   "non-lengths input), in any order; only [batch,time,...] is marked streamable for run.")
 @click.option("--opset", type=int, default=_DEFAULT_OPSET, show_default=True,
               help="ONNX opset (14..20). 17 covers every op emitted and runs on onnxruntime >= 1.11.")
 @click.option("--atol", type=float, default=_DEFAULT_ATOL, show_default=True,
@@ -40,8 +56,8 @@ _DEFAULT_ATOL = 1e-5
 @click.option("--no-verify", is_flag=True, help="Skip the numeric comparison with PyTorch (graph checks still run).")
 @options.json_out
 @options.overwrite
-def export_cmd(run_dir, output, model_ref, checkpoint, inputs, output_names, lengths_input, expose_state,
-               opset, atol, no_verify, json_out, overwrite):
+def export_cmd(run_dir, output, model_ref, checkpoint, inputs, output_names, states, min_sizes, example_sizes,
+               lengths_input, expose_state, opset, atol, no_verify, json_out, overwrite):
     """Export RUN_DIR, or --model with --input specs, to ONNX with fused recurrent nodes.
 
     \b
@@ -49,6 +65,8 @@ def export_cmd(run_dir, output, model_ref, checkpoint, inputs, output_names, len
       edgelstm export runs/lstm -o lstm.onnx
       edgelstm export --model my_model.py:build --checkpoint w.safetensors \\
           --input x:float32[batch,time,8] -o my.onnx
+      edgelstm export --model lm.py:build --input 'input:int64[time,batch]' \\
+          --input 'hidden=(h:float32[2,batch,200],c:float32[2,batch,200])' -o lm.onnx
     """
     options.check_range("--atol", atol, 1e-12, 1e6)  # NaN and inf fail too
     if run_dir and model_ref:
@@ -58,6 +76,7 @@ def export_cmd(run_dir, output, model_ref, checkpoint, inputs, output_names, len
         raise UsageError("export", "nothing to export", expected="RUN_DIR or --model FILE.py:FACTORY", got="neither")
     if run_dir:
         extra = [n for n, v in (("--checkpoint", checkpoint), ("--input", inputs), ("--output-name", output_names),
+                                ("--state", states), ("--min-size", min_sizes), ("--example-size", example_sizes),
                                 ("--lengths-input", lengths_input), ("--expose-state", expose_state)) if v]
         if extra:
             raise UsageError("export RUN_DIR", "options that only apply to --model", expected="none of them",
@@ -68,9 +87,14 @@ def export_cmd(run_dir, output, model_ref, checkpoint, inputs, output_names, len
                              got="none")
     out = Path(output)
     targets = [out]
-    from edgelstm.exporters.spec import check_specs, check_streaming_layout, parse_input_spec  # noqa: PLC0415
+    from edgelstm.exporters.spec import (check_specs, check_streaming_layout, leaves, parse_argument,  # noqa: PLC0415
+                                         parse_output_name, parse_sizes, parse_states)
 
-    specs = [parse_input_spec(t) for t in inputs]  # torch-free: bad specs fail before torch loads
+    args = [parse_argument(t) for t in inputs]  # torch-free: bad specs fail before torch loads
+    specs = leaves(args)
+    names = [n for t in output_names for n in parse_output_name(t)]
+    pairs = parse_states(states)
+    mins, examples = parse_sizes(min_sizes, "--min-size"), parse_sizes(example_sizes, "--example-size")
     if model_ref:
         check_specs(specs)
         if expose_state:
@@ -94,9 +118,10 @@ def export_cmd(run_dir, output, model_ref, checkpoint, inputs, output_names, len
 
         model = build_user_model(model_ref)
         sha = load_user_checkpoint(model, checkpoint) if checkpoint else None
-        report = export(model, None, out, inputs=specs, output_names=list(output_names) or None,
+        report = export(model, None, out, inputs=args, output_names=names or None,
                         opset=opset, verify=not no_verify, atol_scale=atol, lengths_input=lengths_input,
-                        expose_state=expose_state, checkpoint_sha256=sha)
+                        expose_state=expose_state, checkpoint_sha256=sha, states=pairs, min_sizes=mins,
+                        example_sizes=examples)
     if json_out:
         options.write_json(json_out, "edgelstm.export/1", report.to_dict(), default=str)
     options.echo_for(json_out)(report.summary())
