@@ -168,7 +168,8 @@ class OpenVINO(Engine):
         core = ov.Core()
         self.compiled = core.compile_model(str(path), "CPU", {"INFERENCE_NUM_THREADS": 1,
                                                               "PERFORMANCE_HINT": "LATENCY"})
-        self.precision = str(self.compiled.get_property("INFERENCE_PRECISION_HINT")).lower()
+        hint = self.compiled.get_property("INFERENCE_PRECISION_HINT")  # an ov.Type: f32, bf16, f16
+        self.precision = hint.to_string() if hasattr(hint, "to_string") else str(hint)
         self.version = ov.__version__ if hasattr(ov, "__version__") else ov.get_version()
         self.lstm = lstm
 
@@ -307,7 +308,7 @@ def run(blocks: int, budget_s: float, models: list[str], d: Path) -> dict:
             for label, e in engines.items():
                 got = e.call(inp)
                 precision[label] = e.precision
-                fp32_like = e.precision in ("fp32", "f32")
+                fp32_like = e.precision in ("fp32", "f32", "float32")
                 ok = (float(np.abs(got - ref).max()) <= FP32_ATOL) if fp32_like else _sqnr_db(ref, got) >= LOW_PRECISION_SQNR_DB
                 check[label] = (f"max abs {float(np.abs(got - ref).max()):.2g}" if fp32_like
                                 else f"SQNR {_sqnr_db(ref, got):.1f} dB")

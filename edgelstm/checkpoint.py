@@ -183,8 +183,8 @@ def save_run(run_dir: str | os.PathLike, model: nn.Module, run_config: RunConfig
     run_config = RunConfig(**{**{f.name: getattr(run_config, f.name) for f in fields(RunConfig)},
                               "metrics": metrics or run_config.metrics,
                               "versions": run_config.versions or _versions()})
+    metrics_text = _json(run_config.metrics, "metrics")  # first: the config embeds them, name the culprit
     config_text = _json(run_config.to_dict(), "run config")
-    metrics_text = _json(run_config.metrics, "metrics")
     # clone: safetensors refuses tensors that share storage; contiguous CPU copies are always fine
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
 
