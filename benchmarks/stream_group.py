@@ -15,14 +15,20 @@ products in BLAS and one read of the weights), and the group step is given as a 
 """
 from __future__ import annotations
 
-import argparse
-import json
-import sys
-import tempfile
-import time
-from pathlib import Path
+import os
 
-import numpy as np
+# one thread everywhere (the floor's BLAS included), set before NumPy loads its thread pool
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
