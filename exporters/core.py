@@ -190,6 +190,9 @@ class GraphPlan:
     #: user modules: a recurrent module the forward never calls is warned about and left out of
     #: the manifest (family graphs such as a seq2seq encoder leave modules out on purpose).
     warn_unused: bool = False
+    #: user modules: how the wrapper calls the module (written to the manifest's interface, so
+    #: ``verify --model`` calls it the same way); None for edgelstm's own families
+    binding: dict[str, Any] | None = None
 
 
 def _sizes_cases(plan: GraphPlan) -> list[tuple[str, dict[str, int]]]:
@@ -470,12 +473,34 @@ def _complete_manifest(plan: GraphPlan, output_axes, ref, opset: int, model: onn
         shape = [axes.get(i, int(n)) for i, n in enumerate(arr.shape)]
         m.outputs.append(TensorSpec(name, str(arr.dtype), shape, plan.output_meanings.get(name, "")))
     m.producer = producer_versions()
+    _describe_interface(plan, m, model)
     try:
         m.validate(source="export")
     except ManifestError as e:  # what would be written fails the schema every reader checks
         raise ExportError(e.subject, f"the manifest to be written is invalid: {e.problem}", expected=e.expected,
                           got=e.got) from None
     return m
+
+
+# ------------------------------------------------------------------------------ the interface (issue 10)
+def _describe_interface(plan: GraphPlan, m: Manifest, model: onnx.ModelProto) -> None:
+    """Write the graph's interface (roles, axes, token ranges of the embeddings, the binding)
+    into the manifest. State pairs the user named by the rule (``h_in`` argument -> ``h_out``
+    output) become manifest states too, and a user graph with them streams when every recurrent
+    module is unidirectional."""
+    from edgelstm.runtime.interface import Interface, pair_states, token_ranges  # noqa: PLC0415
+
+    known = {s.input for s in m.states}
+    shapes = {t.name: t for t in m.inputs}
+    added = [(a, b) for a, b in pair_states([t.name for t in m.inputs], [t.name for t in m.outputs]) if a not in known]
+    for a, b in added:
+        m.states.append(StateSpec(a, b, list(shapes[a].shape), shapes[a].dtype))
+    if added and plan.binding is not None:
+        m.streamable = m.directions == 1
+    m.interface = Interface.infer([(t.name, t.dtype, t.shape) for t in m.inputs],
+                                  [(t.name, t.dtype, t.shape) for t in m.outputs],
+                                  states=[(s.input, s.output) for s in m.states], lengths=plan.lengths_input,
+                                  token_ranges=token_ranges(model.graph), binding=plan.binding).to_dict()
 
 
 def producer_versions() -> dict[str, str]:
@@ -667,6 +692,8 @@ def plan_module(module: nn.Module, *, inputs: Sequence[str | InputSpec] | None =
                      input_meanings={k: v for k, v in meanings.items() if k in {s.name for s in all_specs}},
                      output_meanings=meanings, warn_unused=True)
     plan.state_output_names = state_out_names
+    plan.binding = {"call": "forward", "args": user_names, "lengths": lengths_input,
+                    "state": "recurrent modules" if expose_state else None}
     return plan
 
 
