@@ -448,12 +448,9 @@ def state_pairs(session, manifest: Manifest | None) -> list[tuple[str, str]]:
     """(input, output) names of the recurrent state: from the manifest, else ``*_in`` -> ``*_out``."""
     if manifest is not None and manifest.states:
         return [(s.input, s.output) for s in manifest.states]
-    outs = {o.name for o in session.get_outputs()}
-    pairs = []
-    for i in session.get_inputs():
-        if i.name.endswith("_in") and i.name[:-3] + "_out" in outs:
-            pairs.append((i.name, i.name[:-3] + "_out"))
-    return pairs
+    from edgelstm.runtime.interface import pair_states  # noqa: PLC0415
+
+    return pair_states([i.name for i in session.get_inputs()], [o.name for o in session.get_outputs()])
 
 
 def _dim(value: Any, fallback: int) -> int:

@@ -131,7 +131,9 @@ def load_graph(path: str | os.PathLike, *, trust_modified: bool = False):
                 raise ManifestError(str(p), f"manifest state pair {a}->{b} is not in the graph",
                                     expected={"inputs": in_names, "outputs": out_names}, got=[a, b])
     else:  # convention: NAME_in -> NAME_out
-        states = [(n, n[:-3] + "_out") for n in in_names if n.endswith("_in") and n[:-3] + "_out" in out_names]
+        from edgelstm.runtime.interface import pair_states
+
+        states = pair_states(in_names, out_names)
     ops = sorted({n.op_type for n in model.graph.node})
     if manifest is not None and manifest.precision != "fp32":
         precision = manifest.precision
