@@ -158,7 +158,7 @@ def verify(model: str | os.PathLike, *, reference: Any = None, model_spec: str |
 
     if spec.x is None:
         result.skip("all checks", f"{spec.label} is a {spec.manifest.graph if spec.manifest else 'custom'} graph "
-                    "without a float sequence input x (seq2seq exports are verified as their encoder / "
+                    "without one data input that has a batch and a time axis (seq2seq exports are verified as their encoder / "
                     "decoder_step pair: pass OUT.onnx, OUT.encoder.onnx or OUT.decoder_step.onnx)")
         return result
 
@@ -534,8 +534,7 @@ def _check_drift(result, baseline, candidates, spec, tol, steps, chunk, rng) -> 
             runnable.append(c)
     if not runnable:
         return
-    features = spec.spec(spec.x).shape[2]
-    x = rng.standard_normal((1, steps, features)).astype(np.float32)
+    x = inp.random_x(spec, 1, steps, rng)  # any dtype and layout: [1, steps, ...] in the checks' layout
     init = inp.random_feeds(spec, 1, 1, rng, random_state=False)  # a deployment starts from zeros
     ref_steps, ref = _stream_curve(baseline, spec, x, init, chunk)
     idx = np.unique(np.linspace(0, len(ref_steps) - 1, min(MAX_CURVE_POINTS, len(ref_steps))).astype(int))
