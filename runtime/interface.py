@@ -88,7 +88,10 @@ class TensorInfo:
         return out
 
     def layout(self, *, frame: bool = False) -> str:
-        """``[batch, time, 8]`` (or the frame's ``[batch, 8]``) for messages."""
+        """``[batch, time, 8]`` (or the frame's ``[batch, 8]``) for messages; edgelstm's own float
+        ``[batch, time, features]`` keeps those words."""
+        if self.role == "data" and self.rank == 3 and self.batch_axis == 0 and self.time_axis == 1:
+            return "[batch, features]" if frame else "[batch, time, features]"
         axes = [a for i, a in enumerate(self.axes) if not (frame and i == self.time_axis)]
         return "[" + ", ".join(axes) + "]"
 

@@ -547,8 +547,6 @@ class Model:
         if arr.dtype.kind != "f" and spec.dtype.kind == "f":
             raise InputError(name, "wrong dtype", expected=f"floating point ({spec.dtype.name})", got=arr.dtype.name)
         want = info.layout(frame=frame)
-        if _classic(info):
-            want = "[batch, features]" if frame else "[batch, time, features]"
         axes = [i for i in range(spec.rank) if not (frame and i == info.time_axis)]
         if arr.ndim != len(axes):
             raise InputError(name, "wrong rank", expected=f"{len(axes)}-D {want}", got=f"{arr.ndim}-D shape {arr.shape}")

@@ -463,7 +463,7 @@ def _streamables(result, candidates, check) -> list[Candidate]:
     out = []
     for c in candidates:
         if not c.spec.streamable:
-            why = "manifest says streamable=false (bidirectional or attention-pooled)" \
+            why = "manifest says streamable=false (bidirectional, pooled over time, or exported without state)" \
                 if c.spec.manifest is not None and not c.spec.manifest.streamable else "no state inputs/outputs to carry"
             result.skip(f"{check} [{c.backend.name}]", why)
         else:
