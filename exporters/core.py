@@ -538,12 +538,9 @@ def check_written(data: bytes, subject: str) -> None:
 
 
 def _set_manifest(model: onnx.ModelProto, manifest: Manifest) -> None:
-    for p in list(model.metadata_props):
-        if p.key == MANIFEST_KEY:
-            model.metadata_props.remove(p)
-    entry = model.metadata_props.add()
-    entry.key = MANIFEST_KEY
-    entry.value = manifest.to_json()
+    from edgelstm.runtime.integrity import set_manifest  # noqa: PLC0415
+
+    set_manifest(model, manifest)
 
 
 def write_models(items: list[tuple[onnx.ModelProto, str | os.PathLike]]) -> None:

@@ -44,7 +44,8 @@ from edgelstm.errors import (DataError, EdgeLSTMError, InputError, ModelFileErro
                              UnsupportedError, UsageError)
 from edgelstm.exporters.int8_plan import Int8Decision, plan_int8
 from edgelstm.fileio import atomic_path
-from edgelstm.manifest import MANIFEST_KEY, SCHEMA_VERSION, Manifest
+from edgelstm.manifest import SCHEMA_VERSION, Manifest
+from edgelstm.runtime.integrity import set_manifest as _set_manifest  # the one manifest writer
 from edgelstm.runtime.interface import Interface
 from edgelstm.units import format_size
 
@@ -227,13 +228,6 @@ def _load_model(path: Path):
     return model
 
 
-def _set_manifest(model, manifest: Manifest) -> None:
-    for p in model.metadata_props:
-        if p.key == MANIFEST_KEY:
-            p.value = manifest.to_json()
-            return
-    entry = model.metadata_props.add()
-    entry.key, entry.value = MANIFEST_KEY, manifest.to_json()
 
 
 def _op_counts(model) -> dict[str, int]:

@@ -56,7 +56,7 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 
 from edgelstm.errors import InputError, ManifestError, ModelFileError, UnknownChoiceError, UsageError
-from edgelstm.manifest import MANIFEST_KEY, Manifest
+from edgelstm.manifest import Manifest
 from edgelstm.runtime.integrity import graph_digest, iter_values, read_varint
 
 log = logging.getLogger(__name__)

@@ -95,15 +95,12 @@ def _manifest_companion(p: Path, role: str) -> Path | None:
     if not p.is_file():
         return None
     try:
-        import onnx
+        from edgelstm.runtime.integrity import peek_manifest
 
-        from edgelstm.manifest import MANIFEST_KEY, Manifest
-
-        m = onnx.load(str(p), load_external_data=False)
-        meta = {x.key: x.value for x in m.metadata_props}
-        if MANIFEST_KEY not in meta:
+        manifest = peek_manifest(p.read_bytes(), str(p))
+        if manifest is None:
             return None
-        name = Manifest.from_json(meta[MANIFEST_KEY], source=str(p)).companions.get(role)
+        name = manifest.companions.get(role)
     except Exception:  # unreadable here: load_graph reports it properly later
         return None
     return p.with_name(name) if name else None
