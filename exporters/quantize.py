@@ -810,8 +810,9 @@ def _toposort(graph) -> None:
 
 # ============================================================================ public entry point
 def _seq2seq_pair(path: Path) -> tuple[Path, Path]:
-    stem = path.name[:-len(".onnx")] if path.name.endswith(".onnx") else path.name
-    return path.with_name(f"{stem}.encoder.onnx"), path.with_name(f"{stem}.decoder_step.onnx")
+    from edgelstm.runtime.interface import pair_paths
+
+    return pair_paths(path)
 
 
 def quantize(model_path: str | os.PathLike, output_path: str | os.PathLike,

@@ -469,6 +469,7 @@ def build_feeds(session, manifest: Manifest | None, *, batch: int, time_steps: i
     vocab = len(manifest.vocab) if manifest is not None and manifest.vocab else 16
     bos = (manifest.special_tokens.get("bos", 1) if manifest is not None else 1)
     feeds: dict[str, np.ndarray] = {}
+    state_in = {a for a, _ in state_pairs(session, manifest)}
     for inp in session.get_inputs():
         dtype = _ORT_DTYPES.get(inp.type)
         if dtype is None:
@@ -484,7 +485,7 @@ def build_feeds(session, manifest: Manifest | None, *, batch: int, time_steps: i
             feeds[name] = rng.integers(3, max(4, vocab), size=(batch, time_steps)).astype(dtype)
         elif len(shape) == 3 and name in ("x", "memory"):
             feeds[name] = rng.standard_normal((batch, time_steps, _dim(shape[2], 1))).astype(dtype)
-        elif len(shape) == 3 and (name.endswith("_in")):
+        elif len(shape) == 3 and name in state_in:
             hidden = manifest.hidden_size if manifest is not None else 1
             layers = manifest.layers * manifest.directions if manifest is not None else 1
             feeds[name] = np.zeros((_dim(shape[0], layers), batch, _dim(shape[2], hidden)), dtype=dtype)

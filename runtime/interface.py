@@ -56,6 +56,27 @@ def pair_states(inputs: Iterable[str], outputs: Iterable[str]) -> list[tuple[str
     return [(n, state_output_for(n)) for n in inputs if state_output_for(n) in outs]
 
 
+# ------------------------------------------------------------------------------ the seq2seq pair names
+#: a seq2seq export ``X.onnx`` is written as ``X.encoder.onnx`` + ``X.decoder_step.onnx``
+PAIR_SUFFIXES = ((".encoder.onnx", "encoder"), (".decoder_step.onnx", "decoder_step"))
+
+
+def pair_stem(name: str) -> tuple[str, str | None]:
+    """``X.encoder.onnx`` -> ``("X", "encoder")``; ``X.decoder_step.onnx`` -> ``("X",
+    "decoder_step")``; ``X.onnx`` (or ``X``) -> ``("X", None)``."""
+    for suffix, role in PAIR_SUFFIXES:
+        if name.endswith(suffix):
+            return name[: -len(suffix)], role
+    return (name[: -len(".onnx")] if name.endswith(".onnx") else name), None
+
+
+def pair_paths(path: Any) -> tuple[Any, Any]:
+    """The (encoder, decoder_step) paths of the pair that ``path`` (a ``pathlib.Path``: the stem
+    ``X.onnx`` or either file of the pair) belongs to."""
+    stem, _ = pair_stem(path.name)
+    return tuple(path.with_name(f"{stem}{suffix}") for suffix, _ in PAIR_SUFFIXES)
+
+
 # ------------------------------------------------------------------------------ one tensor
 @dataclass(frozen=True)
 class TensorInfo:

@@ -201,10 +201,11 @@ def describe_file(path: Path, *, trust_modified: bool = False) -> dict[str, Any]
 
 def _graph_paths(path: Path) -> list[Path]:
     """The files to describe: one, or a seq2seq pair (encoder first)."""
+    from edgelstm.runtime.interface import pair_stem
     from edgelstm.runtime.seq2seq import companion_paths
 
     pair = companion_paths(path)
-    if pair is not None and (not path.exists() or path.name.endswith((".encoder.onnx", ".decoder_step.onnx"))):
+    if pair is not None and (not path.exists() or pair_stem(path.name)[1] is not None):
         return list(pair)
     return [path]
 
