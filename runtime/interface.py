@@ -345,7 +345,7 @@ class Interface:
             return np.zeros(shape, dtype=dtype)
         if rng is None:
             raise InputError(name, "missing input", expected=f"an array {t.layout()}",
-                             got=f"none (given inputs fill only {self._fillable()})")
+                             got="none (only states (zeros) and lengths (full) are filled)")
         if t.role == "tokens":
             low, high = t.token_range or (0, 2)
             return rng.integers(low, high, size=shape).astype(dtype)
@@ -355,9 +355,6 @@ class Interface:
             return np.zeros(shape, dtype=dtype)
         raise InputError(name, "cannot make random data of this dtype", expected="a float or integer input",
                          got=t.dtype)
-
-    def _fillable(self) -> str:
-        return "states (zeros) and lengths (full)"
 
     def complete(self, feeds: Mapping[str, Any], *, rng: np.random.Generator | None = None,
                  defaults: Mapping[str, Mapping[int, int]] | None = None) -> tuple[dict[str, Any], list[str]]:

@@ -645,9 +645,12 @@ class Model:
     # -------------------------------------------------------------- running
     def run(self, x: Any = None, lengths: Any = None, state: Mapping[str, Any] | None = None, *,
             inputs: Mapping[str, Any] | None = None, output_device: str | None = None) -> RunResult:
-        """Run whole sequences. ``x``: ``[batch, time, features]``; ``lengths``: valid steps per
-        sequence (None = all); ``state``: initial state by name (None = zeros).
-        ``inputs`` feeds a graph's inputs by name (for graphs that have no ``x``).
+        """Run whole sequences. ``x``: the graph's one data input in its own layout (``[batch,
+        time, features]``, token ids ``[time, batch]``, an image ``[batch, 1, H, W]``...; see
+        ``model.interface``); ``lengths``: valid steps per sequence (None = all); ``state``:
+        initial state by name (None = zeros). ``inputs`` feeds the graph's inputs by name (several
+        inputs; the data input given there takes the same checks as ``x``). What is not given is
+        filled (zero state, full lengths) and ``result.filled`` names it.
 
         Cost over a bare ``session.run``: a numpy ``x`` is checked for NaN/Inf in one pass
         (:func:`all_finite`; ``nan="pass"`` at load skips it for callers that guarantee finite

@@ -62,9 +62,11 @@ def drop_time(arr: np.ndarray, axis: int | None) -> np.ndarray:
 class Stream:
     """Step-by-step inference with state carried between calls.
 
-    ``step(frame)``: ``frame [batch, features]`` -> outputs for that one step (per-step outputs
-    lose their time axis; the result carries no state, read :attr:`state`). ``feed(chunk)``:
-    ``chunk [batch, time, features]`` -> outputs and state after the chunk. ``reset()`` zeroes
+    ``step(frame)``: ``frame`` is the data input's shape without its time axis (``[batch,
+    features]``; ``[batch]`` token ids; ``[batch, 1, H]`` for an image whose width is time) ->
+    outputs for that one step (per-step outputs lose their time axis; the result carries no
+    state, read :attr:`state`). ``feed(chunk)``: a chunk in the input's own layout (``[batch,
+    time, features]``) -> outputs and state after the chunk. ``reset()`` zeroes
     the state. ``state`` is a dict of numpy arrays (a copy; assign a dict to restore it);
     :meth:`save_state` / :meth:`load_state` persist it as ``.npz``.
     A stream is used by one thread at a time: a call made while another thread's call on the same
