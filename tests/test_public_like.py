@@ -239,3 +239,31 @@ def test_commands_import_the_one_definition():
     assert model.pair_states is interface.pair_states
     assert quant._set_manifest is integrity.set_manifest
     assert quant.Interface is interface.Interface and backends.Interface is interface.Interface
+
+
+# ------------------------------------------------------------------------------ several data inputs
+def _two_inputs(path: Path) -> Path:
+    """A foreign graph (no manifest) with two data inputs: ``out = a + b``."""
+    from onnx import TensorProto, helper
+
+    from tests.graphs import OPSET, save
+
+    graph = helper.make_graph([helper.make_node("Add", ["a", "b"], ["out"])], "two",
+                              [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["batch", 3]) for n in "ab"],
+                              [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["batch", 3])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
+    model.ir_version = 8
+    return save(model, path)
+
+
+@pytest.mark.parametrize("arrays, code, match", [
+    ({"a": np.ones((2, 3), np.float32), "b": np.ones((2, 3), np.float32)}, 0, r"out: shape \[2, 3\], mean 2"),
+    ({"a": np.ones((2, 3), np.float32)}, InputError.exit_code, r"b \| missing input; expected \['a', 'b'\]"),
+    ({"data": np.ones((2, 3), np.float32)}, 3, r"several data inputs: name each array after its input"),
+], ids=["both", "one-missing", "unnamed"])
+def test_run_cli_feeds_several_inputs_by_name(tmp_path, capsys, arrays, code, match):
+    model = _two_inputs(tmp_path / "two.onnx")
+    np.savez(tmp_path / "in.npz", **arrays)
+    got, out, err = _cli(["run", str(model), "--input", str(tmp_path / "in.npz")], capsys)
+    assert got == code and re.search(match, out + err), (out, err)
+    assert "Traceback" not in err and len(err.strip().splitlines()) <= 1

@@ -201,6 +201,9 @@ def by_input_name(model, data: dict[str, np.ndarray], source: str) -> dict[str, 
         target = k
         if k == "y" and k not in names:
             continue  # labels beside the inputs (a data set's npz): not fed
+        if k == "x" and k not in names and model.x_name is None:
+            raise DataError(source, "this graph has several data inputs: name each array after its input",
+                            expected=sorted(names), got="an array taken as x (named x, or the only one)")
         if k not in names:
             target = {"x": model.x_name, "lengths": model.lengths_name}.get(k)
             if target is None:

@@ -156,7 +156,7 @@ def verify(model: str | os.PathLike, *, reference: Any = None, model_spec: str |
     if any(c.spec.precision in INT8_PRECISIONS for c in candidates) and _providers.cpu_has_sme():
         result.notes.append(SME_NOTE)
 
-    if spec.x is None:
+    if spec.x is None and spec.manifest is not None and spec.manifest.graph != "model":
         result.skip("all checks", f"{spec.label} is a {spec.manifest.graph if spec.manifest else 'custom'} graph "
                     "without one data input that has a batch and a time axis (seq2seq exports are verified as their encoder / "
                     "decoder_step pair: pass OUT.onnx, OUT.encoder.onnx or OUT.decoder_step.onnx)")
@@ -239,7 +239,7 @@ def _is_per_step(spec: GraphSpec, name: str, arr: np.ndarray, time: int) -> bool
 
 def _mask_padding(spec: GraphSpec, feeds, outs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Zero per-step outputs past each sequence's length: padded steps carry no contract."""
-    if not spec.lengths or spec.lengths not in feeds:
+    if not spec.lengths or spec.lengths not in feeds or spec.x is None:
         return outs
     lengths = np.asarray(feeds[spec.lengths])
     time = feeds[spec.x].shape[1]
@@ -593,6 +593,9 @@ def _check_drift(result, baseline, candidates, spec, tol, steps, chunk, rng) -> 
 def _check_batch_invariance(result, candidates, spec, tol, rng) -> None:
     if not spec.lengths:
         result.skip("batch_invariance", "the model has no lengths input")
+        return
+    if spec.x is None:
+        result.skip("batch_invariance", "the model has no single data input with batch and time axes to cut")
         return
     T = 12
     feeds = inp.random_feeds(spec, 4, T, rng, random_state=True)
