@@ -497,10 +497,14 @@ def _describe_interface(plan: GraphPlan, m: Manifest, model: onnx.ModelProto) ->
         m.states.append(StateSpec(a, b, list(shapes[a].shape), shapes[a].dtype))
     if added and plan.binding is not None:
         m.streamable = m.directions == 1
-    m.interface = Interface.infer([(t.name, t.dtype, t.shape) for t in m.inputs],
-                                  [(t.name, t.dtype, t.shape) for t in m.outputs],
-                                  states=[(s.input, s.output) for s in m.states], lengths=plan.lengths_input,
-                                  token_ranges=token_ranges(model.graph), binding=plan.binding).to_dict()
+    iface = Interface.infer([(t.name, t.dtype, t.shape) for t in m.inputs],
+                            [(t.name, t.dtype, t.shape) for t in m.outputs],
+                            states=[(s.input, s.output) for s in m.states], lengths=plan.lengths_input,
+                            token_ranges=token_ranges(model.graph), binding=plan.binding)
+    primary = iface.primary
+    if primary is None or primary.time_axis is None:  # a stream steps one data input along its time axis
+        m.streamable = False
+    m.interface = iface.to_dict()
 
 
 def producer_versions() -> dict[str, str]:
