@@ -34,8 +34,9 @@ def _files(path: Path) -> list[Path]:
     """The files one exported model is made of (seq2seq: encoder + decoder step)."""
     if path.exists():
         return [path]
-    stem = path.name[:-len(".onnx")]
-    return [path.with_name(f"{stem}.encoder.onnx"), path.with_name(f"{stem}.decoder_step.onnx")]
+    from edgelstm.runtime.interface import pair_paths
+
+    return list(pair_paths(path))
 
 
 def _kb(path: Path) -> float:

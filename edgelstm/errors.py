@@ -119,4 +119,9 @@ class VerificationError(EdgeLSTMError):
     exit_code = 1
 
 
+class QuantizationAccuracyError(VerificationError):
+    """``quantize``: the quantized model is far off the float one on the evaluation data (its
+    SQNR or task metric past the documented threshold); nothing is written without --accept-error."""
+
+
 __all__ = [name for name in dir() if name.endswith("Error")]

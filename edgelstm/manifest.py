@@ -99,10 +99,16 @@ class Manifest:
     producer: dict[str, str] = field(default_factory=dict)  # package -> version
     extra: dict[str, Any] = field(default_factory=dict)
     schema_version: int = SCHEMA_VERSION
+    #: every input and output with its axes and role (edgelstm.runtime.interface.Interface.to_dict);
+    #: optional in schema 2 (files written before it infer it from the graph), omitted when None
+    interface: dict[str, Any] | None = None
 
     # ------------------------------------------------------------------ serialisation
     def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True)
+        d = asdict(self)
+        if d["interface"] is None:
+            del d["interface"]
+        return json.dumps(d, sort_keys=True)
 
     @classmethod
     def from_json(cls, text: str, *, source: str = "manifest") -> "Manifest":
@@ -141,6 +147,7 @@ class Manifest:
                 streamable=bool(d.get("streamable", True)),
                 checkpoint_sha256=d.get("checkpoint_sha256"), producer=dict(d.get("producer", {})),
                 extra=dict(d.get("extra", {})), schema_version=version,
+                interface=dict(d["interface"]) if d.get("interface") is not None else None,
             )
         except (KeyError, TypeError, ValueError) as e:
             raise ManifestError(source, "manifest is missing or has a malformed field",
@@ -303,6 +310,10 @@ def check_schema(d: dict, *, source: str = "manifest") -> None:
             s.fail(f"companions.{role}", "a plain file name beside the model (no folders, no '..')", name)
     s.dict_("producer", d.get("producer", {}), str)
     s.dict_("extra", d.get("extra", {}))
+    if d.get("interface") is not None:
+        s.dict_("interface", d["interface"])
+        for k in ("inputs", "outputs"):
+            s.list_(f"interface.{k}", d["interface"].get(k))
     if not isinstance(d.get("streamable", True), bool):
         s.fail("streamable", "true or false", d.get("streamable"))
     s.str_("checkpoint_sha256", d.get("checkpoint_sha256"), optional=True)

@@ -239,6 +239,9 @@ class GraphPlan:
     stream_check: bool | None = None
     #: ``--state IN=OUT``: a state input and the output fed back to it
     declared_states: list[tuple[str, str]] = field(default_factory=list)
+    #: user modules: how the wrapper calls the module (written to the manifest's interface, so
+    #: ``verify --model`` calls it the same way); None for edgelstm's own families
+    binding: dict[str, Any] | None = None
 
 
 def _sizes_cases(plan: GraphPlan) -> list[tuple[str, dict[str, int]]]:
@@ -551,12 +554,38 @@ def _complete_manifest(plan: GraphPlan, output_axes, ref, opset: int, model: onn
         shape = [axes.get(i, int(n)) for i, n in enumerate(arr.shape)]
         m.outputs.append(TensorSpec(name, str(arr.dtype), shape, plan.output_meanings.get(name, "")))
     m.producer = producer_versions()
+    _describe_interface(plan, m, model)
     try:
         m.validate(source="export")
     except ManifestError as e:  # what would be written fails the schema every reader checks
         raise ExportError(e.subject, f"the manifest to be written is invalid: {e.problem}", expected=e.expected,
                           got=e.got) from None
     return m
+
+
+# ------------------------------------------------------------------------------ the interface (issue 10)
+def _describe_interface(plan: GraphPlan, m: Manifest, model: onnx.ModelProto) -> None:
+    """Write the graph's interface (roles, axes, token ranges of the embeddings, the binding)
+    into the manifest. State pairs the user named by the rule (``h_in`` argument -> ``h_out``
+    output) become manifest states too, and a user graph with them streams when every recurrent
+    module is unidirectional."""
+    from edgelstm.runtime.interface import Interface, pair_states, token_ranges  # noqa: PLC0415
+
+    known = {s.input for s in m.states}
+    shapes = {t.name: t for t in m.inputs}
+    added = [(a, b) for a, b in pair_states([t.name for t in m.inputs], [t.name for t in m.outputs]) if a not in known]
+    for a, b in added:
+        m.states.append(StateSpec(a, b, list(shapes[a].shape), shapes[a].dtype))
+    if added and plan.binding is not None:
+        m.streamable = m.directions == 1
+    iface = Interface.infer([(t.name, t.dtype, t.shape) for t in m.inputs],
+                            [(t.name, t.dtype, t.shape) for t in m.outputs],
+                            states=[(s.input, s.output) for s in m.states], lengths=plan.lengths_input,
+                            token_ranges=token_ranges(model.graph), binding=plan.binding)
+    primary = iface.primary
+    if primary is None or primary.time_axis is None:  # a stream steps one data input along its time axis
+        m.streamable = False
+    m.interface = iface.to_dict()
 
 
 def producer_versions() -> dict[str, str]:
@@ -594,12 +623,9 @@ def check_written(data: bytes, subject: str) -> None:
 
 
 def _set_manifest(model: onnx.ModelProto, manifest: Manifest) -> None:
-    for p in list(model.metadata_props):
-        if p.key == MANIFEST_KEY:
-            model.metadata_props.remove(p)
-    entry = model.metadata_props.add()
-    entry.key = MANIFEST_KEY
-    entry.value = manifest.to_json()
+    from edgelstm.runtime.integrity import set_manifest  # noqa: PLC0415
+
+    set_manifest(model, manifest)
 
 
 def write_models(items: list[tuple[onnx.ModelProto, str | os.PathLike]]) -> None:
@@ -785,6 +811,10 @@ def plan_module(module: nn.Module, *, inputs: Sequence[Any] | None = None,
     plan.declared_states = [tuple(p) for p in states]
     if not expose_state:
         plan.unmodified = _unmodified_reference(module, user_names, plan)
+    plan.binding = {"call": "forward", "args": user_names, "lengths": lengths_input,
+                    "state": "recurrent modules" if expose_state else None}
+    if min_sizes:  # --min-size: what the module cannot take less of, for verify's and quantize's data
+        plan.binding["min_sizes"] = dict(min_sizes)
     return plan
 
 
@@ -807,7 +837,10 @@ def _unmodified_reference(module: nn.Module, user_names: list[Any], plan: GraphP
 
 
 def _state_name(name: str) -> str:
-    return f"{name[:-3]}_out" if name.endswith("_in") else f"{name}_out"
+    """The output fed back to state input ``name``: the pairing rule's (``h_in`` -> ``h_out``), else ``NAME_out``."""
+    from edgelstm.runtime.interface import state_output_for
+
+    return state_output_for(name) or f"{name}_out"
 
 
 def probe_outputs(plan: GraphPlan, subject: str, args: list[Any]) -> None:

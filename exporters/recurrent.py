@@ -405,6 +405,7 @@ class RecurrentProxy(nn.Module):
                     "transformed as the time axis is (pack_padded_sequence(y, (lengths + 1) // 2, ...)): the "
                     "export follows that computation", got=f"{steps} steps")
             seq = s.lengths
+            s.raw_lengths = True  # the unmodified module never sees these lengths: parity uses the proxies
         result = _RecurrentFunction.apply(input, h0, c0, seq, self.index)
         s.state_out[self.index] = tuple(result[1:])
         y = result[0]

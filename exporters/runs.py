@@ -227,9 +227,9 @@ def seq2seq_plans(model: nn.Module, run: Any | None, encoder_file: str, decoder_
 
 def seq2seq_paths(path: str | os.PathLike) -> tuple[Path, Path]:
     """``OUT.onnx`` -> ``OUT.encoder.onnx``, ``OUT.decoder_step.onnx``."""
-    p = Path(path)
-    stem = p.name[:-len(".onnx")] if p.name.endswith(".onnx") else p.name
-    return p.with_name(f"{stem}.encoder.onnx"), p.with_name(f"{stem}.decoder_step.onnx")
+    from edgelstm.runtime.interface import pair_paths  # noqa: PLC0415
+
+    return pair_paths(Path(path))
 
 
 def export_model(model: nn.Module, path: str | os.PathLike, *, run: Any | None = None,

@@ -27,6 +27,7 @@ import onnxruntime as ort
 
 from edgelstm.errors import ManifestError, ModelFileError, UsageError
 from edgelstm.runtime.integrity import check_structure
+from edgelstm.runtime.interface import pair_stem
 from edgelstm.runtime.model import IOSpec, Model, RunResult, StatePair, read_model_file
 from edgelstm.runtime.providers import DEVICES, ProviderPlan, plan_providers
 from edgelstm.runtime.seq2seq import Generation, Seq2SeqModel, companion_paths
@@ -82,7 +83,7 @@ def load(path: str | os.PathLike | bytes, device: str | Sequence[str] = "auto", 
     if pair is None and not p.exists():
         raise ModelFileError(str(p), "model file not found", expected="an existing .onnx file (or, for seq2seq, "
                              "X.encoder.onnx and X.decoder_step.onnx)", got="no such file")
-    if pair is not None and not p.name.endswith((".encoder.onnx", ".decoder_step.onnx")):
+    if pair is not None and pair_stem(p.name)[1] is None:
         return _load_pair(*pair, **kwargs)
     fpath, data = read_model_file(p)
     model = Model(fpath, data, **kwargs)

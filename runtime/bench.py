@@ -56,7 +56,7 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 
 from edgelstm.errors import InputError, ManifestError, ModelFileError, UnknownChoiceError, UsageError
-from edgelstm.manifest import MANIFEST_KEY, Manifest
+from edgelstm.manifest import Manifest
 from edgelstm.runtime.integrity import graph_digest, iter_values, read_varint
 
 log = logging.getLogger(__name__)
@@ -448,12 +448,9 @@ def state_pairs(session, manifest: Manifest | None) -> list[tuple[str, str]]:
     """(input, output) names of the recurrent state: from the manifest, else ``*_in`` -> ``*_out``."""
     if manifest is not None and manifest.states:
         return [(s.input, s.output) for s in manifest.states]
-    outs = {o.name for o in session.get_outputs()}
-    pairs = []
-    for i in session.get_inputs():
-        if i.name.endswith("_in") and i.name[:-3] + "_out" in outs:
-            pairs.append((i.name, i.name[:-3] + "_out"))
-    return pairs
+    from edgelstm.runtime.interface import pair_states  # noqa: PLC0415
+
+    return pair_states([i.name for i in session.get_inputs()], [o.name for o in session.get_outputs()])
 
 
 def _dim(value: Any, fallback: int) -> int:
@@ -472,6 +469,7 @@ def build_feeds(session, manifest: Manifest | None, *, batch: int, time_steps: i
     vocab = len(manifest.vocab) if manifest is not None and manifest.vocab else 16
     bos = (manifest.special_tokens.get("bos", 1) if manifest is not None else 1)
     feeds: dict[str, np.ndarray] = {}
+    state_in = {a for a, _ in state_pairs(session, manifest)}
     for inp in session.get_inputs():
         dtype = _ORT_DTYPES.get(inp.type)
         if dtype is None:
@@ -487,7 +485,7 @@ def build_feeds(session, manifest: Manifest | None, *, batch: int, time_steps: i
             feeds[name] = rng.integers(3, max(4, vocab), size=(batch, time_steps)).astype(dtype)
         elif len(shape) == 3 and name in ("x", "memory"):
             feeds[name] = rng.standard_normal((batch, time_steps, _dim(shape[2], 1))).astype(dtype)
-        elif len(shape) == 3 and (name.endswith("_in")):
+        elif len(shape) == 3 and name in state_in:
             hidden = manifest.hidden_size if manifest is not None else 1
             layers = manifest.layers * manifest.directions if manifest is not None else 1
             feeds[name] = np.zeros((_dim(shape[0], layers), batch, _dim(shape[2], hidden)), dtype=dtype)

@@ -29,6 +29,7 @@ import onnxruntime as ort
 
 from edgelstm.errors import InputError, UnsupportedError, UsageError
 from edgelstm.runtime.model import Model, RunResult
+from edgelstm.runtime.stream import check_streamable_input, drop_time, step_outputs
 
 
 class StreamGroup:
@@ -43,9 +44,7 @@ class StreamGroup:
             raise UnsupportedError(str(model.path), "this model cannot be streamed",
                                    expected="a unidirectional model with state inputs/outputs (streamable=true)",
                                    got=f"streamable={model.streamable}, states={[s.input for s in model.states]}")
-        if model.x_name is None:
-            raise UnsupportedError(str(model.path), "cannot stream a graph without a single data input x",
-                                   expected="an input named x", got=[s.name for s in model.inputs])
+        check_streamable_input(model)
         if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
             raise UsageError("n", "stream count must be an integer >= 0", expected=">= 0", got=n)
         self.model = model
@@ -57,8 +56,10 @@ class StreamGroup:
         self._lengths_name = model.lengths_name
         self._lengths_dtype = model._in[model.lengths_name].dtype if model.lengths_name else None
         self._pairs = [(s.input, s.output) for s in model.states]
-        state_outs = {s.output for s in model.states}
-        self._data = [(o.name, o.rank == 3) for o in model.outputs if o.name not in state_outs]
+        self._data = step_outputs(model)
+        info = model.interface.primary
+        self._time_axis = info.time_axis
+        self._frame_batch = info.frame_axis(info.batch_axis)
         self._out_names = [name for name, _ in self._data] + [out for _, out in self._pairs]
         self._zero1 = model.zero_state(1)          # one stream's zero state, by state input name
         self._sets: list[dict[str, ort.OrtValue]] = []
@@ -110,15 +111,17 @@ class StreamGroup:
         Per-step outputs lose their time axis; row ``i`` of each output belongs to stream ``i``."""
         if self._n == 0:
             raise UsageError("frames", "the group has no streams", expected="add() a stream first", got="0 streams")
-        x = self.model.prepare_x(frames, rank=2, name="frames", nan=self._nan)
-        if x.shape[0] != self._n:
-            raise InputError("frames", "one row per stream", expected=f"[{self._n}, features]", got=list(x.shape))
-        if self._x is None or self._x.shape()[2] != x.shape[1]:  # first step, or a symbolic feature size changed
-            self._x = ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(x[:, None]), self._device, 0)
+        x = self.model.prepare_x(frames, frame=True, name="frames", nan=self._nan)
+        if x.shape[self._frame_batch] != self._n:
+            raise InputError("frames", "one row per stream", expected=f"{self._n} along the batch axis",
+                             got=list(x.shape))
+        x1 = np.ascontiguousarray(np.expand_dims(x, self._time_axis))
+        if self._x is None or tuple(self._x.shape()) != x1.shape:  # first step, or a symbolic size changed
+            self._x = ort.OrtValue.ortvalue_from_numpy(x1, self._device, 0)
             self._binds = [self._binding(p) for p in range(2)]
             self._outs = None
         else:
-            self._x.update_inplace(np.ascontiguousarray(x[:, None]))
+            self._x.update_inplace(x1)
         p = self._par
         bnd = self._binds[p]
         # bound again before every run: onnxruntime copies an input read on another device than
@@ -145,7 +148,7 @@ class StreamGroup:
         else:
             outs = {name: buf.copy() for name, _, buf in self._outs}
         per_step = dict(self._data)
-        return RunResult({k: (v[:, 0] if per_step[k] else v) for k, v in outs.items()}, None,
+        return RunResult({k: drop_time(v, per_step[k]) for k, v in outs.items()}, None,
                          self.model.labels, self.model.label_output)
 
     # -------------------------------------------------------------- internals

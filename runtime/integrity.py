@@ -296,7 +296,6 @@ def check_model_bytes(data: bytes, source: str, *, trust_modified: bool = False)
     docstring) unless ``trust_modified``, and :class:`~edgelstm.errors.ManifestError` (exit 8) for a
     manifest that fails its schema (always)."""
     from edgelstm.errors import ModelFileError  # noqa: PLC0415
-    from edgelstm.manifest import MANIFEST_KEY, Manifest  # noqa: PLC0415
 
     problem = seal_problem(data, source)
     if problem is not None:
@@ -305,10 +304,31 @@ def check_model_bytes(data: bytes, source: str, *, trust_modified: bool = False)
             raise ModelFileError(source, f"{what}; {TRUST_HINT}", expected=expected, got=got)
         log.warning("%s: %s; loaded anyway (--trust-modified skips the seal check; the manifest is still "
                     "validated)", source, problem[0])
+    return peek_manifest(data, source)
+
+
+def peek_manifest(data: bytes, source: str):
+    """THE manifest reader: the validated :class:`~edgelstm.manifest.Manifest` under
+    ``metadata_props["edgelstm"]`` of a model's bytes, or None; the seal is NOT checked (use
+    :func:`check_model_bytes` for anything that runs the model)."""
+    from edgelstm.manifest import MANIFEST_KEY, Manifest  # noqa: PLC0415
+
     text = metadata(data)[0].get(MANIFEST_KEY)
     if text is None:
         return None
     return Manifest.from_json(text, source=f"{source} manifest")
+
+
+def set_manifest(model, manifest) -> None:
+    """THE manifest writer: ``manifest`` as the one ``metadata_props["edgelstm"]`` entry of an
+    ONNX ``ModelProto`` (read by attribute; any earlier entries under that key are removed).
+    Seal afterwards with :func:`seal_proto`."""
+    from edgelstm.manifest import MANIFEST_KEY  # noqa: PLC0415
+
+    for prop in [p for p in model.metadata_props if p.key == MANIFEST_KEY]:
+        model.metadata_props.remove(prop)
+    entry = model.metadata_props.add()
+    entry.key, entry.value = MANIFEST_KEY, manifest.to_json()
 
 
 def check_model_file(path: str | os.PathLike, *, trust_modified: bool = False):

@@ -20,6 +20,7 @@ import onnxruntime as ort
 from edgelstm.errors import InputError, ManifestError, ModelFileError, UsageError
 from edgelstm.manifest import Manifest
 from edgelstm.runtime.integrity import check_model_bytes, read_model_bytes
+from edgelstm.runtime.interface import Interface, TensorInfo, pair_states, state_output_for
 from edgelstm.runtime.providers import CPU, CUDA, TRT, ProviderPlan, ort_type_to_dtype, plan_providers
 
 log = logging.getLogger("edgelstm.runtime")
@@ -99,7 +100,7 @@ class RunResult:
     ``state`` and ``labels`` are computed on first access, so a streaming step pays nothing for them.
     """
 
-    __slots__ = ("outputs", "_state_src", "_state", "_label_names", "_label_output", "_labels", "_lengths")
+    __slots__ = ("outputs", "_state_src", "_state", "_label_names", "_label_output", "_labels", "_lengths", "filled")
 
     def __init__(self, outputs: dict[str, np.ndarray], state_src: dict[str, Any] | None,
                  label_names: Sequence[str] | None, label_output: str | None, lengths=None):
@@ -110,6 +111,7 @@ class RunResult:
         self._label_output = label_output
         self._labels = None
         self._lengths = lengths
+        self.filled: list[str] = []  # inputs the runtime made up (zero state, full lengths)
 
     def __getitem__(self, name: str) -> np.ndarray:
         return self.outputs[name]
@@ -325,9 +327,9 @@ class Model:
         if m.directions == 2 and m.streamable:
             raise ManifestError(src, "a bidirectional model cannot be streamable", expected="streamable=false",
                                 got="streamable=true")
-        self.streamable = bool(m.streamable) and bool(self.states)
-        self.x_name = "x" if "x" in self._in else self._guess_x()
-        self.lengths_name = "lengths" if "lengths" in self._in else None
+        self.interface = self._graph_interface(m)
+        self._set_io_names()
+        self.streamable = bool(m.streamable) and bool(self.states) and self._primary_has_time()
         self.labels = list(m.labels) if m.labels else None
         self.label_output = self._guess_label_output()
         if self.labels is not None and self.label_output is not None:
@@ -367,33 +369,54 @@ class Model:
                 raise ManifestError(src, f"state {st.input!r}: output {st.output!r} does not match the input's "
                                     "dtype and shape", expected=f"{gi.dtype.name} {list(gi.shape)}",
                                     got=f"{go.dtype.name} {list(go.shape)}")
-        for s in self.inputs:
-            if s.name.endswith("_in") and s.name[:-3] + "_out" in self._out and s.name not in seen_in:
-                raise ManifestError(src, f"graph state input {s.name!r} is not declared in the manifest's states",
-                                    expected=f"a state {{input: {s.name!r}, output: {s.name[:-3] + '_out'!r}}}",
+        for name_in, name_out in pair_states(self._in, self._out):
+            if name_in not in seen_in:
+                raise ManifestError(src, f"graph state input {name_in!r} is not declared in the manifest's states",
+                                    expected=f"a state {{input: {name_in!r}, output: {name_out!r}}}",
                                     got=f"states {[[st.input, st.output] for st in m.states]}")
 
     def _infer_layout(self) -> None:
-        outs = set(self._out)
-        self.states = []
-        for s in self.inputs:
-            if s.name.endswith("_in") and s.name[:-3] + "_out" in outs:
-                self.states.append(StatePair(s.name, s.name[:-3] + "_out", s))
-        self.streamable = bool(self.states)
-        self.x_name = "x" if "x" in self._in else self._guess_x()
-        ln = self._in.get("lengths")
-        self.lengths_name = "lengths" if ln is not None and ln.dtype.kind == "i" else None
+        self.interface = self._graph_interface(None)
+        self.states = [StatePair(a, b, self._in[a]) for a, b in self.interface.states]
+        self._set_io_names()
+        self.streamable = bool(self.states) and self._primary_has_time()
         self.labels = None
         self.label_output = self._guess_label_output()
         self._norm = None
         log.info("%s has no edgelstm manifest; inferred x=%s lengths=%s states=%s", self.path, self.x_name,
                  self.lengths_name, [s.input for s in self.states])
 
-    def _guess_x(self) -> str | None:
-        state_in = {s.input for s in self.states}
-        cands = [s for s in self.inputs if s.name not in state_in and s.name != "lengths"]
-        floats = [s for s in cands if s.dtype.kind == "f" and s.rank == 3]
-        return floats[0].name if len(floats) == 1 else None
+    def _graph_interface(self, m: Manifest | None) -> Interface:
+        """The manifest's interface (checked against the graph), or one inferred from the graph."""
+        triples_in = [(s.name, s.dtype.name if s.dtype.kind != "O" else "other", s.shape) for s in self.inputs]
+        triples_out = [(s.name, s.dtype.name if s.dtype.kind != "O" else "other", s.shape) for s in self.outputs]
+        if m is None or m.interface is None:
+            states = [(s.input, s.output) for s in m.states] if m is not None else None
+            return Interface.infer(triples_in, triples_out, states=states)
+        src = f"{self.path} manifest"
+        iface = Interface.from_dict(m.interface, source=src)
+        if {t.name for t in iface.inputs} != set(self._in):
+            raise ManifestError(src, "interface inputs disagree with the graph", expected=sorted(self._in),
+                                got=sorted(t.name for t in iface.inputs))
+        for t in iface.inputs + iface.outputs:
+            g = self._in.get(t.name) or self._out.get(t.name)
+            if g is None or np.dtype(t.dtype) != g.dtype or t.rank != g.rank:
+                raise ManifestError(src, f"interface entry {t.name!r} disagrees with the graph",
+                                    expected=f"{g.dtype.name} {list(g.shape)}" if g else sorted(self._out),
+                                    got=f"{t.dtype} {list(t.shape)}")
+        if set(iface.states) != {(s.input, s.output) for s in m.states}:
+            raise ManifestError(src, "interface state pairs disagree with the manifest's states",
+                                expected=[[s.input, s.output] for s in m.states], got=[list(p) for p in iface.states])
+        return iface
+
+    def _set_io_names(self) -> None:
+        primary = self.interface.primary
+        self.x_name = primary.name if primary is not None else None
+        self.lengths_name = self.interface.lengths
+
+    def _primary_has_time(self) -> bool:
+        p = self.interface.primary
+        return p is not None and p.time_axis is not None and p.batch_axis is not None
 
     def _guess_label_output(self) -> str | None:
         for name in ("logits", "y"):
@@ -507,31 +530,45 @@ class Model:
             raise InputError(name, "input contains NaN or Inf (pass nan='pass' to allow)",
                              expected="finite values", got=f"{int(bad.sum())} non-finite, first at index {first}")
 
-    def prepare_x(self, x: Any, *, rank: int = 3, name: str | None = None, nan: str | None = None) -> np.ndarray:
-        """Validate ``x`` ([batch, time, features], or [batch, features] for rank 2), cast it to the
-        graph's dtype, check NaN/Inf, apply the manifest's normalization."""
-        name = name or self.x_name or "x"
+    def prepare_x(self, x: Any, *, rank: int | None = None, name: str | None = None, nan: str | None = None,
+                  frame: bool | None = None) -> np.ndarray:
+        """Validate the primary input (``x``, any dtype and rank: ``[batch, time, features]``,
+        token ids ``[batch, time]`` or ``[time, batch]``, an image ``[batch, 1, H, W]``...), cast it
+        to the graph's dtype, check NaN/Inf (floats) or the id range (tokens), apply the
+        manifest's normalization. ``frame=True`` (or the older ``rank=2``): one step, the input's
+        shape without its time axis."""
         spec = self._in[self.x_name]
+        info = self.interface.input(self.x_name)
+        name = name or self.x_name or "x"
+        frame = bool(frame) if frame is not None else (rank is not None and rank == spec.rank - 1)
         arr = np.asarray(x)
+        if arr.dtype.kind not in "iu" and info.role == "tokens":
+            raise InputError(name, "wrong dtype", expected=f"integer token ids ({spec.dtype.name})", got=arr.dtype.name)
         if arr.dtype.kind != "f" and spec.dtype.kind == "f":
             raise InputError(name, "wrong dtype", expected=f"floating point ({spec.dtype.name})", got=arr.dtype.name)
-        want = "[batch, time, features]" if rank == 3 else "[batch, features]"
-        if arr.ndim != rank:
-            raise InputError(name, "wrong rank", expected=f"{rank}-D {want}", got=f"{arr.ndim}-D shape {arr.shape}")
-        if arr.shape[0] < 1:
+        want = info.layout(frame=frame)
+        axes = [i for i in range(spec.rank) if not (frame and i == info.time_axis)]
+        if arr.ndim != len(axes):
+            raise InputError(name, "wrong rank", expected=f"{len(axes)}-D {want}", got=f"{arr.ndim}-D shape {arr.shape}")
+        batch_axis = info.frame_axis(info.batch_axis) if frame else info.batch_axis
+        if batch_axis is not None and arr.shape[batch_axis] < 1:
             raise InputError(name, "empty batch", expected=f"at least one sequence: {want} with batch >= 1",
                              got=f"shape {arr.shape}")
-        if rank == 3 and arr.shape[1] < 1:
+        if not frame and info.time_axis is not None and arr.shape[info.time_axis] < 1:
             raise InputError(name, "no time steps", expected=f"{want} with time >= 1", got=f"shape {arr.shape}")
-        f = spec.fixed(-1)
-        if f is not None and arr.shape[-1] != f:
-            raise InputError(name, "wrong feature size", expected=f, got=arr.shape[-1])
-        if arr.dtype != spec.dtype:  # another float type: cast, and say so once per input and dtype
-            if (name, arr.dtype.name) not in self._cast_warned:
+        for k, axis in enumerate(axes):
+            f = spec.fixed(axis)
+            if f is not None and arr.shape[k] != f:
+                what = "wrong feature size" if _classic(info) and axis == 2 else f"wrong size of dimension {axis}"
+                raise InputError(name, what, expected=f, got=arr.shape[k])
+        if arr.dtype != spec.dtype:  # another float (or int) type: cast, and say so once per input and dtype
+            if (name, arr.dtype.name) not in self._cast_warned and spec.dtype.kind == "f":
                 self._cast_warned.add((name, arr.dtype.name))
                 warnings.warn(f"{name}: {arr.dtype.name} input cast to the graph's {spec.dtype.name}",
                               RuntimeWarning, stacklevel=4)
             arr = arr.astype(spec.dtype)
+        if info.role == "tokens":
+            check_token_range(name, arr, info)
         self.check_nan(name, arr, nan)
         if self._norm is not None:
             scale, offset = self._norm
@@ -543,6 +580,9 @@ class Model:
     def prepare_lengths(self, lengths: Any, batch: int, time: int) -> np.ndarray:
         dtype = self._in[self.lengths_name].dtype if self.lengths_name else np.dtype(np.int32)
         if lengths is None:
+            if time is None:
+                raise InputError(self.lengths_name or "lengths", "missing input: no input has a time axis to "
+                                 "take full lengths from", expected="a lengths array [batch]", got=None)
             return np.full(batch, time, dtype=dtype)
         arr = np.asarray(lengths)
         if arr.ndim == 0:
@@ -554,22 +594,24 @@ class Model:
                 raise InputError("lengths", "wrong dtype", expected="integers", got=arr.dtype.name)
         if arr.shape != (batch,):
             raise InputError("lengths", "wrong shape", expected=f"[{batch}] (one per sequence)", got=list(arr.shape))
-        if arr.size and (arr.min() < 1 or arr.max() > time):
+        if arr.size and (arr.min() < 1 or (time is not None and arr.max() > time)):
             raise InputError("lengths", "length out of range", expected=f"1..{time}",
                              got=f"min {int(arr.min())}, max {int(arr.max())}")
         return arr.astype(dtype, copy=False)
 
     def zero_state(self, batch: int) -> dict[str, np.ndarray]:
         out = {}
+        m = self.manifest
         for s in self.states:
-            ld, hidden = s.size
-            if ld is None or hidden is None:
-                m = self.manifest
-                if m is None:
-                    raise InputError(s.input, "state size is symbolic and there is no manifest; pass state=",
-                                     expected="a state array", got=list(s.spec.shape))
-                ld, hidden = ld or m.layers * m.directions, hidden or m.hidden_size
-            out[s.input] = np.zeros((ld, batch, hidden), dtype=s.spec.dtype)
+            info = self.interface.input(s.input)
+            defaults = None
+            if m is not None and info.rank == 3:  # [layers*directions, batch, hidden] with symbolic sizes
+                defaults = {0: m.layers * m.directions, 2: m.hidden_size}
+            try:
+                out[s.input] = self.interface.fill(s.input, batch, None, defaults=defaults)
+            except InputError:
+                raise InputError(s.input, "state size is symbolic and there is no manifest; pass state=",
+                                 expected="a state array", got=list(s.spec.shape)) from None
         return out
 
     def prepare_state(self, state: Mapping[str, Any] | None, batch: int) -> dict[str, np.ndarray]:
@@ -587,7 +629,9 @@ class Model:
             arr = np.asarray(value)
             want = zeros[name]
             if arr.shape != want.shape:
-                what = "batch does not match" if arr.ndim == 3 and arr.shape[1] != batch else "wrong shape"
+                axis = self.interface.input(name).batch_axis
+                what = ("batch does not match" if arr.ndim == want.ndim and axis is not None and arr.shape[axis] != batch
+                        else "wrong shape")
                 raise InputError(name, f"state {what}", expected=list(want.shape), got=list(arr.shape))
             if arr.dtype.kind != "f":
                 raise InputError(name, "wrong dtype", expected=want.dtype.name, got=arr.dtype.name)
@@ -601,9 +645,12 @@ class Model:
     # -------------------------------------------------------------- running
     def run(self, x: Any = None, lengths: Any = None, state: Mapping[str, Any] | None = None, *,
             inputs: Mapping[str, Any] | None = None, output_device: str | None = None) -> RunResult:
-        """Run whole sequences. ``x``: ``[batch, time, features]``; ``lengths``: valid steps per
-        sequence (None = all); ``state``: initial state by name (None = zeros).
-        ``inputs`` feeds a graph's inputs by name (for graphs that have no ``x``).
+        """Run whole sequences. ``x``: the graph's one data input in its own layout (``[batch,
+        time, features]``, token ids ``[time, batch]``, an image ``[batch, 1, H, W]``...; see
+        ``model.interface``); ``lengths``: valid steps per sequence (None = all); ``state``:
+        initial state by name (None = zeros). ``inputs`` feeds the graph's inputs by name (several
+        inputs; the data input given there takes the same checks as ``x``). What is not given is
+        filled (zero state, full lengths) and ``result.filled`` names it.
 
         Cost over a bare ``session.run``: a numpy ``x`` is checked for NaN/Inf in one pass
         (:func:`all_finite`; ``nan="pass"`` at load skips it for callers that guarantee finite
@@ -631,20 +678,28 @@ class Model:
                                  expected=[s.name for s in self.inputs], got="x")
             feeds[self.x_name] = self._check_ortvalue_x(x) if isinstance(x, ort.OrtValue) else self.prepare_x(x)
         if self.x_name is not None and self.x_name not in feeds:
-            raise InputError(self.x_name, "missing input", expected="an array [batch, time, features]", got=None)
+            raise InputError(self.x_name, "missing input",
+                             expected=f"an array {self.interface.input(self.x_name).layout()}", got=None)
+        # every input on its own axes: lengths and state are filled where not given (full
+        # lengths, zero state) and the result says which were
         lens = None
-        if self.x_name is not None:
-            xb = feeds[self.x_name]
-            batch, time = xb.shape()[:2] if isinstance(xb, ort.OrtValue) else xb.shape[:2]
-            if self.lengths_name:
-                lens = self.prepare_lengths(lengths if lengths is not None else feeds.get(self.lengths_name),
-                                            batch, time)
+        filled: list[str] = []
+        batch, time = self.interface.sizes(feeds)
+        if self.lengths_name:
+            given_lens = lengths if lengths is not None else feeds.get(self.lengths_name)
+            if given_lens is None:
+                filled.append(self.lengths_name)
+            if batch is not None:
+                lens = self.prepare_lengths(given_lens, batch, time)
                 feeds[self.lengths_name] = lens
-            elif lengths is not None:
-                raise InputError("lengths", "this graph has no lengths input", expected=None, got="lengths")
-            if self.states:
-                given = {k: v for k, v in feeds.items() if k in {s.input for s in self.states}}
-                feeds.update(self.prepare_state(state if state is not None else (given or None), batch))
+        elif lengths is not None:
+            raise InputError("lengths", "this graph has no lengths input", expected=None, got="lengths")
+        if self.states and batch is not None:
+            state_in = {s.input for s in self.states}
+            given = {k: v for k, v in feeds.items() if k in state_in}
+            if state is None and not given:
+                filled += [s.input for s in self.states]
+            feeds.update(self.prepare_state(state if state is not None else (given or None), batch))
         missing = [s.name for s in self.inputs if s.name not in feeds]
         if missing:
             raise InputError(missing[0], "missing input", expected=[s.name for s in self.inputs], got=sorted(feeds))
@@ -653,7 +708,9 @@ class Model:
             values = self.session.run(names, feeds)
         else:
             values = self._run_bound(feeds, names, output_device)
-        return self._result(dict(zip(names, values)), lens)
+        result = self._result(dict(zip(names, values)), lens)
+        result.filled = filled
+        return result
 
     def _output_devices(self) -> tuple[str, ...]:
         return OUTPUT_DEVICES if self.state_device == "cuda" else ("cpu",)
@@ -680,6 +737,8 @@ class Model:
                              "would skip that", expected="a numpy array (normalized by the runtime)",
                              got="an OrtValue")
         shape = list(x.shape())
+        if not _classic(self.interface.input(name)):
+            return self._check_ortvalue(name, x, spec)
         if len(shape) != 3 or shape[0] < 1 or shape[1] < 1:
             raise InputError(name, "wrong shape", expected="[batch >= 1, time >= 1, features]", got=shape)
         f = spec.fixed(-1)
@@ -729,6 +788,9 @@ class Model:
                 if arr.dtype.kind != spec.dtype.kind and not (arr.dtype.kind in "iu" and spec.dtype.kind in "iu"):
                     raise InputError(name, "wrong dtype", expected=spec.dtype.name, got=arr.dtype.name)
                 arr = arr.astype(spec.dtype)
+            info = self.interface.input(name)
+            if info.role == "tokens":
+                check_token_range(name, arr, info)
             self.check_nan(name, arr)
             out[name] = np.ascontiguousarray(arr)
         return out
@@ -749,6 +811,22 @@ class Model:
         from edgelstm.runtime.group import StreamGroup
 
         return StreamGroup(self, n, nan=nan)
+
+
+def _classic(info: TensorInfo) -> bool:
+    """edgelstm's own layout: float ``[batch, time, features]`` (its messages keep those words)."""
+    return info.role == "data" and info.rank == 3 and info.batch_axis == 0 and info.time_axis == 1
+
+
+def check_token_range(name: str, arr: np.ndarray, info: TensorInfo) -> None:
+    """Token ids outside the embedding table would read past it (onnxruntime: an index error)."""
+    if info.token_range is None or arr.size == 0:
+        return
+    low, high = info.token_range
+    lo, hi = int(arr.min()), int(arr.max())
+    if lo < low or hi >= high:
+        raise InputError(name, "token id out of range", expected=f"ids in {low}..{high - 1}",
+                         got=f"min {lo}, max {hi}")
 
 
 def _unavailable(primary: str, active: list[str], why: str):

@@ -278,12 +278,9 @@ class Seq2SeqModel:
 
 def companion_paths(path: Path) -> tuple[Path, Path] | None:
     """``X.onnx`` / ``X.encoder.onnx`` / ``X.decoder_step.onnx`` -> (encoder, decoder) when both exist."""
-    name = path.name
-    for suffix in (".encoder.onnx", ".decoder_step.onnx", ".onnx"):
-        if name.endswith(suffix):
-            stem = name[: -len(suffix)]
-            enc, dec = path.with_name(f"{stem}.encoder.onnx"), path.with_name(f"{stem}.decoder_step.onnx")
-            if suffix == ".onnx" and path.exists():
-                return None
-            return (enc, dec) if enc.exists() and dec.exists() else None
-    return None
+    from edgelstm.runtime.interface import pair_paths, pair_stem
+
+    if not path.name.endswith(".onnx") or (pair_stem(path.name)[1] is None and path.exists()):
+        return None
+    enc, dec = pair_paths(path)
+    return (enc, dec) if enc.exists() and dec.exists() else None

@@ -40,12 +40,33 @@ from edgelstm.fileio import atomic_path
 from edgelstm.runtime.model import NAN_MODES, Model, RunResult, all_finite
 
 
+def check_streamable_input(model: Model) -> None:
+    """A stream steps the model's one primary input along its time axis."""
+    info = model.interface.primary
+    if info is None or info.time_axis is None or info.batch_axis is None:
+        raise UnsupportedError(str(model.path), "cannot stream a graph without a single data input that has a "
+                               "batch and a time axis", expected="one data or token input with batch and time axes",
+                               got={t.name: t.layout() for t in model.interface.data_inputs})
+
+
+def step_outputs(model: Model) -> list[tuple[str, int | None]]:
+    """The data outputs with the axis a step drops (their time axis; None for per-sequence outputs)."""
+    return [(t.name, t.time_axis) for t in model.interface.data_outputs]
+
+
+def drop_time(arr: np.ndarray, axis: int | None) -> np.ndarray:
+    """``arr`` without its time axis (a view of step 0), or ``arr`` itself when ``axis`` is None."""
+    return arr if axis is None else arr[(slice(None),) * axis + (0,)]
+
+
 class Stream:
     """Step-by-step inference with state carried between calls.
 
-    ``step(frame)``: ``frame [batch, features]`` -> outputs for that one step (per-step outputs
-    lose their time axis; the result carries no state, read :attr:`state`). ``feed(chunk)``:
-    ``chunk [batch, time, features]`` -> outputs and state after the chunk. ``reset()`` zeroes
+    ``step(frame)``: ``frame`` is the data input's shape without its time axis (``[batch,
+    features]``; ``[batch]`` token ids; ``[batch, 1, H]`` for an image whose width is time) ->
+    outputs for that one step (per-step outputs lose their time axis; the result carries no
+    state, read :attr:`state`). ``feed(chunk)``: a chunk in the input's own layout (``[batch,
+    time, features]``) -> outputs and state after the chunk. ``reset()`` zeroes
     the state. ``state`` is a dict of numpy arrays (a copy; assign a dict to restore it);
     :meth:`save_state` / :meth:`load_state` persist it as ``.npz``.
     A stream is used by one thread at a time: a call made while another thread's call on the same
@@ -58,9 +79,7 @@ class Stream:
             raise UnsupportedError(str(model.path), f"this model cannot be streamed: {why}",
                                    expected="a unidirectional model with state inputs/outputs (streamable=true)",
                                    got=f"streamable={model.streamable}, states={[s.input for s in model.states]}")
-        if model.x_name is None:
-            raise UnsupportedError(str(model.path), "cannot stream a graph without a single data input x",
-                                   expected="an input named x", got=[s.name for s in model.inputs])
+        check_streamable_input(model)
         if isinstance(batch, bool) or not isinstance(batch, (int, np.integer)) or batch < 1:
             raise UsageError("batch", "stream batch must be a positive integer", expected=">= 1", got=batch)
         nan = nan or model.nan
@@ -72,15 +91,22 @@ class Stream:
         self._check_nan = nan == "raise"
         self._sess = model.session
         spec = model._in[model.x_name]
+        info = model.interface.input(model.x_name)
         self._x_name = model.x_name
+        self._info = info
         self._dtype = spec.dtype
-        self._features = spec.fixed(-1)
+        self._time_axis = info.time_axis
+        self._frame_batch = info.frame_axis(info.batch_axis)
+        self._tokens = info.role == "tokens"
+        # the frame's shape where every dimension but batch is fixed (else None: checked in full)
+        fixed = [info.fixed(i) for i in range(info.rank) if i not in (info.batch_axis, info.time_axis)]
+        one = [1 if i == info.time_axis else (b if i == info.batch_axis else info.fixed(i)) for i in range(info.rank)]
+        self._frame_shape = tuple(d for i, d in enumerate(one) if i != info.time_axis) \
+            if all(f is not None for f in fixed) else None
         self._norm = model._norm
         self._device = model.state_device
-        out_names = [o.name for o in model.outputs]
-        state_outs = {s.output for s in model.states}
         self._pairs = [(s.input, s.output) for s in model.states]
-        self._data = [(n, model._out[n].rank == 3) for n in out_names if n not in state_outs]
+        self._data = step_outputs(model)
         self._lengths_name = model.lengths_name
         self._lengths_dtype = model._in[model.lengths_name].dtype if model.lengths_name else None
         self._zeros = model.zero_state(b)
@@ -89,8 +115,8 @@ class Stream:
         self._par = 0
         # the step bindings: x (an owned buffer when the feature size is fixed), lengths = 1,
         # state set p -> set 1-p, per-step outputs -> preallocated buffers (made on the first step)
-        self._xbuf = np.zeros((b, 1, self._features), self._dtype) if self._features else None
-        self._xbuf2 = self._xbuf[:, 0] if self._xbuf is not None else None
+        self._xbuf = np.zeros(one, self._dtype) if self._frame_shape is not None else None
+        self._xbuf2 = drop_time(self._xbuf, self._time_axis) if self._xbuf is not None else None
         self._xval = ort.OrtValue.ortvalue_from_numpy(self._xbuf) if self._xbuf is not None else None
         self._ones = np.ones(b, self._lengths_dtype) if self._lengths_name else None
         self._step_bind = [self._make_binding(p) for p in range(2)]
@@ -182,28 +208,28 @@ class Stream:
         self.state = load_arrays(Path(path), text_ok=())  # refuses truncated / corrupt / pickled archives
 
     # -------------------------------------------------------------- running
-    def _prepare(self, arr: Any, rank: int) -> np.ndarray:
+    def _prepare(self, arr: Any, frame: bool) -> np.ndarray:
         """Fast path for the common case (right type, shape, dtype); full checks otherwise."""
-        name = "frame" if rank == 2 else "chunk"  # the caller's argument name, for error messages
-        if (type(arr) is np.ndarray and arr.dtype == self._dtype and arr.ndim == rank
-                and arr.shape[0] == self.batch and (rank == 2 or arr.shape[1] >= 1)
-                and (self._features is None or arr.shape[-1] == self._features)):
-            # a frame is small: a float64 sum (which cannot overflow on float32 frames) is cheapest;
-            # a chunk may be large: one pass in its own dtype (all_finite)
-            if self._check_nan and not (math.isfinite(float(arr.sum(dtype=np.float64))) if rank == 2
-                                        else all_finite(arr)):
+        name = "frame" if frame else "chunk"  # the caller's argument name, for error messages
+        if (frame and type(arr) is np.ndarray and arr.dtype == self._dtype and arr.shape == self._frame_shape
+                and not self._tokens):
+            # a frame is small: a float64 sum (which cannot overflow on float32 frames) is cheapest
+            if self._check_nan and not math.isfinite(float(arr.sum(dtype=np.float64))):
                 self.model.check_nan(name, arr, self._nan)
             if self._norm is not None:
                 arr = arr * self._norm[0] + self._norm[1]
             return arr
-        out = self.model.prepare_x(arr, rank=rank, name=name, nan=self._nan)  # raises for rank, features, dtype, NaN
-        if out.shape[0] != self.batch:
-            raise InputError(name, "batch does not match the stream's state", expected=self.batch, got=out.shape[0])
+        out = self.model.prepare_x(arr, frame=frame, name=name, nan=self._nan)  # raises for rank, sizes, dtype, NaN
+        axis = self._frame_batch if frame else self._info.batch_axis
+        if out.shape[axis] != self.batch:
+            raise InputError(name, "batch does not match the stream's state", expected=self.batch,
+                             got=out.shape[axis])
         return out
 
     def step(self, frame: Any) -> RunResult:
-        """One time step: ``frame [batch, features]``. Per-step outputs lose their time axis."""
-        x = self._prepare(frame, 2)
+        """One time step: ``frame`` is the input's shape without its time axis (``[batch, features]``;
+        ``[batch]`` token ids for a token input). Per-step outputs lose their time axis."""
+        x = self._prepare(frame, True)
         free = self._free
         try:
             free.pop()
@@ -217,32 +243,33 @@ class Stream:
             if self._xval is not None:
                 self._xbuf2[...] = x
             else:
-                bnd.bind_cpu_input(self._x_name, np.ascontiguousarray(x).reshape(self.batch, 1, -1))
+                bnd.bind_cpu_input(self._x_name, np.ascontiguousarray(np.expand_dims(x, self._time_axis)))
             for bind, name, value in self._rebind[p]:
                 bind(name, value)
             self._sess.run_with_iobinding(bnd)
             self._par = 1 - p
             self.steps += 1
-            return RunResult({name: (buf[:, 0] if per_step else buf).copy() for name, per_step, buf in self._step_out},
+            return RunResult({name: drop_time(buf, axis).copy() for name, axis, buf in self._step_out},
                              None, self.model.labels, self.model.label_output)
         finally:
             free.append(True)
 
     def _first_step(self, x: np.ndarray) -> RunResult:
-        r = self._feed(np.ascontiguousarray(x[:, None]))
+        r = self._feed(np.ascontiguousarray(np.expand_dims(x, self._time_axis)))
         self._step_out = []
-        for name, per_step in self._data:
+        for name, axis in self._data:
             buf = np.empty(r.outputs[name].shape, r.outputs[name].dtype)
-            self._step_out.append((name, per_step, buf))
+            self._step_out.append((name, axis, buf))
             for bnd in self._step_bind:
                 bnd.bind_ortvalue_output(name, ort.OrtValue.ortvalue_from_numpy(buf))
-        return RunResult({n: (r.outputs[n][:, 0] if per_step else r.outputs[n]) for n, per_step in self._data},
+        return RunResult({n: drop_time(r.outputs[n], axis) for n, axis in self._data},
                          None, self.model.labels, self.model.label_output)
 
     def feed(self, chunk: Any, lengths: Any = None) -> RunResult:
-        """A chunk of steps: ``chunk [batch, time, features]``; ``lengths`` (optional, per sequence)
-        stops a sequence early: its state then stays at its last valid step."""
-        x = np.ascontiguousarray(self._prepare(chunk, 3))
+        """A chunk of steps, in the input's own layout (``[batch, time, features]``, ``[time, batch]``
+        token ids...); ``lengths`` (optional, per sequence) stops a sequence early: its state then
+        stays at its last valid step."""
+        x = np.ascontiguousarray(self._prepare(chunk, False))
         self._acquire()
         try:
             return self._feed(x, lengths)
@@ -250,7 +277,7 @@ class Stream:
             self._free.append(True)
 
     def _feed(self, x: np.ndarray, lengths: Any = None) -> RunResult:
-        time = x.shape[1]
+        time = x.shape[self._time_axis]
         if time < 1:
             raise InputError("chunk", "empty chunk", expected="at least one time step", got=list(x.shape))
         p = self._par

@@ -14,17 +14,14 @@ ort = pytest.importorskip("onnxruntime")
 from edgelstm.cli import main  # noqa: E402
 from edgelstm.errors import CheckpointError, ModelDefinitionError, UnsupportedError, UsageError  # noqa: E402
 from edgelstm.exporters import read_manifest  # noqa: E402
+from clitools import run_cli  # noqa: E402
 
 torch.set_num_threads(1)
 USER = Path(__file__).parent / "user_models"
 TAGGER = f"{USER / 'tagger.py'}:build"
 
 
-def _cli(argv, capsys) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as e:
-        main(argv)
-    out = capsys.readouterr()
-    return e.value.code, out.out, out.err
+_cli = run_cli
 
 
 @pytest.fixture

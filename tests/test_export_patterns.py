@@ -21,6 +21,7 @@ from edgelstm.exporters import read_manifest  # noqa: E402
 from edgelstm.exporters.checks import tolerance  # noqa: E402
 from edgelstm.exporters.spec import (InputSpec, TupleArg, leaves, parse_argument, parse_output_name,  # noqa: E402
                                      parse_sizes, structure)
+from clitools import cpu_session, run_cli  # noqa: E402
 
 torch.set_num_threads(1)
 FILE = Path(__file__).parent / "user_models" / "export_patterns.py"
@@ -30,11 +31,7 @@ _spec.loader.exec_module(P)
 RNG = np.random.default_rng(7)
 
 
-def _cli(argv, capsys) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as e:
-        main(argv)
-    out = capsys.readouterr()
-    return e.value.code, out.out, out.err
+_cli = run_cli
 
 
 def _export(tmp_path, capsys, factory, *args) -> Path:
@@ -44,11 +41,7 @@ def _export(tmp_path, capsys, factory, *args) -> Path:
     return out
 
 
-def _sess(path):
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = 1
-    so.log_severity_level = 3
-    return ort.InferenceSession(str(path), sess_options=so, providers=["CPUExecutionProvider"])
+_sess = cpu_session
 
 
 def _close(got, ref):

@@ -17,15 +17,12 @@ from edgelstm.exporters import graph as G  # noqa: E402
 from edgelstm.exporters.checks import tolerance  # noqa: E402
 from edgelstm.exporters.spec import parse_input_spec  # noqa: E402
 from edgelstm.models import PeepholeLSTM  # noqa: E402
+from clitools import cpu_session  # noqa: E402
 
 torch.set_num_threads(1)
 
 
-def _sess(path):
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = 1
-    so.log_severity_level = 3
-    return ort.InferenceSession(str(path), sess_options=so, providers=["CPUExecutionProvider"])
+_sess = cpu_session
 
 
 def _close(got, ref):

@@ -20,6 +20,7 @@ from edgelstm.runtime.bench import graph_facts
 sys.path.insert(0, str(Path(__file__).parent))
 from graphs import RecurrentSpec, build_add, build_recurrent, save  # noqa: E402
 from tiny import TINY, make_tiny  # noqa: E402
+from clitools import run_cli  # noqa: E402
 
 # the same import blocker as test_scaffold.py: a device install has neither torch nor onnx
 BLOCK_HEAVY = """
@@ -35,11 +36,7 @@ EXPORTED = ["lstm-1x4", "gru-2x8-bi", "peephole-1x4"]
 RECURRENT_OP = {"lstm": "LSTM", "gru": "GRU", "peephole": "LSTM"}
 
 
-def _cli(argv, capsys):
-    with pytest.raises(SystemExit) as e:
-        main(argv)
-    out = capsys.readouterr()
-    return e.value.code, out.out, out.err
+_cli = run_cli
 
 
 @pytest.fixture(scope="module")

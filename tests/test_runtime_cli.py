@@ -13,15 +13,12 @@ from edgelstm.cli import main
 
 sys.path.insert(0, str(Path(__file__).parent))
 from graphs import RecurrentSpec, Seq2SeqSpec, build_recurrent, save, save_seq2seq  # noqa: E402
+from clitools import run_cli  # noqa: E402
 
 LABELS = ["left", "right", "stop"]
 
 
-def _cli(argv, capsys):
-    with pytest.raises(SystemExit) as e:
-        main(argv)
-    out = capsys.readouterr()
-    return e.value.code, out.out, out.err
+_cli = run_cli
 
 
 @pytest.fixture(scope="module")

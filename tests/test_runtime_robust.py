@@ -21,6 +21,7 @@ from edgelstm.runtime.seq2seq import MAX_GENERATE_LEN
 
 sys.path.insert(0, str(Path(__file__).parent))
 from graphs import RecurrentSpec, Seq2SeqSpec, build_recurrent, save, save_seq2seq  # noqa: E402
+from clitools import run_cli  # noqa: E402
 
 F = 4  # RecurrentSpec's default feature size
 STATE = [1, "batch", 8]  # RecurrentSpec's default state shape (1 layer, hidden 8)
@@ -91,11 +92,7 @@ def test_stream_nan_pass_overrides_a_raising_model(model):
 
 
 # ------------------------------------------------------------------------------ CLI
-def _cli(argv, capsys):
-    with pytest.raises(SystemExit) as e:
-        main(argv)
-    out = capsys.readouterr()
-    return e.value.code, out.out, out.err
+_cli = run_cli
 
 
 @pytest.mark.parametrize("shape, stream, match", [

@@ -102,8 +102,9 @@ def export_cmd(run_dir, output, model_ref, checkpoint, inputs, output_names, sta
         if lengths_input and any(sp.name == lengths_input for sp in specs):
             check_streaming_layout(specs, lengths_input, option="--lengths-input")
     if run_dir and _is_seq2seq(run_dir):
-        stem = out.name[:-5] if out.name.endswith(".onnx") else out.name
-        targets = [out.with_name(f"{stem}.encoder.onnx"), out.with_name(f"{stem}.decoder_step.onnx")]
+        from edgelstm.runtime.interface import pair_paths
+
+        targets = list(pair_paths(out))
     existing = [str(t) for t in targets if t.exists()]
     if existing and not overwrite:
         raise UsageError("-o", "output exists", expected="a new path, or --overwrite", got=existing)

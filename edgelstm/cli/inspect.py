@@ -183,9 +183,11 @@ def describe_file(path: Path, *, trust_modified: bool = False) -> dict[str, Any]
                   for s in manifest.states]
         digest = "ok" if problem is None else ("mismatch" if "mismatch" in problem[0] else "unsealed")
     else:  # the runtime's convention for bare graphs: NAME_in fed from NAME_out
-        outs = {t["name"] for t in outputs}
-        states = [{"input": t["name"], "output": t["name"][:-3] + "_out", "dtype": t["dtype"], "shape": t["shape"]}
-                  for t in inputs if t["name"].endswith("_in") and t["name"][:-3] + "_out" in outs]
+        from edgelstm.runtime.interface import pair_states
+
+        pairs = dict(pair_states([t["name"] for t in inputs], [t["name"] for t in outputs]))
+        states = [{"input": t["name"], "output": pairs[t["name"]], "dtype": t["dtype"], "shape": t["shape"]}
+                  for t in inputs if t["name"] in pairs]
         digest = None
     for s in states:  # the session's view of the state input, where the manifest is silent
         if s["input"] in by_in and not s["shape"]:
@@ -199,10 +201,11 @@ def describe_file(path: Path, *, trust_modified: bool = False) -> dict[str, Any]
 
 def _graph_paths(path: Path) -> list[Path]:
     """The files to describe: one, or a seq2seq pair (encoder first)."""
+    from edgelstm.runtime.interface import pair_stem
     from edgelstm.runtime.seq2seq import companion_paths
 
     pair = companion_paths(path)
-    if pair is not None and (not path.exists() or path.name.endswith((".encoder.onnx", ".decoder_step.onnx"))):
+    if pair is not None and (not path.exists() or pair_stem(path.name)[1] is not None):
         return list(pair)
     return [path]
 

@@ -28,6 +28,9 @@ MODES = ("int8-dynamic", "int8-static", "fp16")
 @click.option("--force-int8", is_flag=True,
               help="int8 modes: quantize every node the mode can take, also where int8 is slower than float "
                    "(by default a node is kept float where int8 does not pay; the output lists each decision).")
+@click.option("--accept-error", is_flag=True,
+              help="Write the output even when it is far off the float model (SQNR below 10 dB, accuracy down "
+                   "more than 0.05, RMSE up more than 25%); without it such a model exits 1 and nothing is written.")
 @click.option("--samples", type=int, default=512, show_default=True,
               help="Sequences used to calibrate and measure the error.")
 @options.threads
@@ -35,14 +38,14 @@ MODES = ("int8-dynamic", "int8-static", "fp16")
 @options.json_out
 @options.trust_modified
 def quantize_cmd(model, output, mode, calibration, per_channel, method, recurrent, gru, target, keep_io_types,
-                 samples, force_int8, threads, overwrite, json_out, trust_modified):
+                 samples, force_int8, accept_error, threads, overwrite, json_out, trust_modified):
     """Quantize an exported model; print sizes and the error against the float model."""
     from edgelstm.exporters.quantize import quantize
 
     report = quantize(model, output, mode, calibration=calibration, per_channel=per_channel, method=method,
                       target=target, keep_io_types=keep_io_types, recurrent=recurrent, gru=gru,
                       calibration_samples=samples, threads=threads or 1, overwrite=overwrite,
-                      force_int8=force_int8, trust_modified=trust_modified)
+                      force_int8=force_int8, trust_modified=trust_modified, accept_error=accept_error)
     if json_out:
         options.write_json(json_out, "edgelstm.quantize/1", report.to_dict())
     echo = options.echo_for(json_out)

@@ -15,9 +15,10 @@ from edgelstm.errors import DataError, InputError, UsageError
 from edgelstm.fileio import atomic_path
 
 
-def read_input(path: Path) -> dict[str, np.ndarray]:
-    """``.npz`` (arrays by input name; a single array is ``x``), ``.npy`` (``x``) or ``.csv``
-    (one sequence: a row per time step, a column per feature, optional header)."""
+def read_input(path: Path, names: set[str] | frozenset = frozenset()) -> dict[str, np.ndarray]:
+    """``.npz`` (arrays by graph input name, or ``x`` for the data input; a single array is ``x``),
+    ``.npy`` (``x``) or ``.csv`` (one sequence: a row per time step, a column per feature,
+    optional header). ``names``: the graph's input names (arrays named after them are taken as given)."""
     if not path.exists():
         raise DataError(str(path), "input file not found", expected="an existing .npz, .npy or .csv file",
                         got="no such file")
@@ -26,7 +27,7 @@ def read_input(path: Path) -> dict[str, np.ndarray]:
         from edgelstm.data.readers import load_arrays
 
         arrays = load_arrays(path)
-        if "x" not in arrays:
+        if "x" not in arrays and not set(arrays) & set(names):
             if len(arrays) != 1:
                 raise DataError(str(path), "no array named 'x'", expected="an 'x' array (or a single array)",
                                 got=sorted(arrays))
@@ -89,7 +90,8 @@ SCHEMA = "edgelstm.run/1"
 @click.command("run")
 @click.argument("model_path", metavar="MODEL.onnx", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--input", "input_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Data: .npz (x, optional lengths), .npy or .csv (rows = time steps). "
+              help="Data: .npz with one array per graph input name (x = the data input; missing state = "
+                   "zeros, missing lengths = full), .npy or .csv (rows = time steps). "
                    "For seq2seq: a .txt file, one source per line.")
 @click.option("--text", multiple=True, help="Seq2seq source string (repeatable).")
 @click.option("--stream", "streaming", is_flag=True, help="Feed the data one step at a time with carried state.")
@@ -141,25 +143,32 @@ def run_cmd(model_path, input_path, text, streaming, device, provider_option, th
             raise UsageError("--input", "missing input data", expected="a .npz, .npy or .csv file", got=None)
         if text:
             raise UsageError("--text", "only seq2seq models take text", expected="--input", got="--text")
-        data = read_input(input_path)
-        x = data.pop("x")
-        if x.ndim == 2:
-            x = x[None]  # one sequence [time, features] -> [1, time, features]
-        lengths = data.pop("lengths", None)
-        state = {k: v for k, v in data.items() if k in {s.input for s in model.states}} or None
+        out_state = {s.input: s.output for s in model.states}
+        data = by_input_name(model, read_input(input_path, {s.name for s in model.inputs}), str(input_path))
+        lengths = data.pop(model.lengths_name, None) if model.lengths_name else data.pop("lengths", None)
+        state = {k: data.pop(k) for k in [s.input for s in model.states] if k in data} or None
         if streaming:
+            x = data.pop(model.x_name) if model.x_name in data else None
+            if data or x is None:
+                raise UsageError("--stream", "streaming steps the model's one data input; this data holds others",
+                                 expected=f"arrays {model.x_name!r} (+ lengths, state)", got=sorted(data) or None)
+            info = model.interface.input(model.x_name)
             result, arrays, stats = _run_stream(model, x, lengths, state)
             report["stream"] = stats
-            lines.append(f"streamed {x.shape[1]} steps x batch {x.shape[0]}: median step "
-                         f"{stats['step_us_median']:.1f} us, p90 {stats['step_us_p90']:.1f} us")
+            lines.append(f"streamed {x.shape[info.time_axis]} steps x batch {x.shape[info.batch_axis]}: median "
+                         f"step {stats['step_us_median']:.1f} us, p90 {stats['step_us_p90']:.1f} us")
         else:
             t0 = time.perf_counter()
-            result = model.run(x, lengths=lengths, state=state)
+            result = model.run(inputs=data, lengths=lengths, state=state)
             report["run_ms"] = (time.perf_counter() - t0) * 1e3
             arrays = dict(result.outputs)
+            if result.filled:
+                report["filled"] = list(result.filled)
+                lines.append("filled: " + ", ".join(
+                    f"{n} ({'zeros' if n in out_state else 'full lengths'})" for n in result.filled))
         # the final state under the graph's state OUTPUT names (h_out, c_out): what the model
         # produced; feed it back as the matching input (h_in, c_in) to continue
-        out_name = {s.input: s.output for s in model.states}
+        out_name = out_state
         final = {out_name.get(k, k): v for k, v in result.state.items()}
         arrays.update(final)
         if json_out is not None:  # nested lists cost ~30 bytes a value: only when they are written
@@ -182,34 +191,65 @@ def run_cmd(model_path, input_path, text, streaming, device, provider_option, th
         echo(line)
 
 
+def by_input_name(model, data: dict[str, np.ndarray], source: str) -> dict[str, np.ndarray]:
+    """Arrays keyed by graph input name: ``x`` names the model's data input and ``lengths`` its
+    lengths input whatever the graph calls them (``y``, labels, is skipped); one sequence without
+    its batch axis gets one."""
+    names = {s.name for s in model.inputs}
+    out = {}
+    for k, v in data.items():
+        target = k
+        if k == "y" and k not in names:
+            continue  # labels beside the inputs (a data set's npz): not fed
+        if k == "x" and k not in names and model.x_name is None:
+            raise DataError(source, "this graph has several data inputs: name each array after its input",
+                            expected=sorted(names), got="an array taken as x (named x, or the only one)")
+        if k not in names:
+            target = {"x": model.x_name, "lengths": model.lengths_name}.get(k)
+            if target is None:
+                raise DataError(f"{source}:{k}", "array does not name a graph input",
+                                expected=sorted(names | ({"x"} if model.x_name else set())), got=k)
+        out[target] = v
+    info = model.interface.input(model.x_name) if model.x_name else None
+    if info is not None and model.x_name in out and out[model.x_name].ndim == info.rank - 1 \
+            and info.batch_axis is not None and out[model.x_name].ndim >= 1:
+        out[model.x_name] = np.expand_dims(out[model.x_name], info.batch_axis)  # one sequence -> batch 1
+    return out
+
+
 def _run_stream(model, x, lengths, state):
-    if lengths is not None and not (x.ndim == 3 and np.all(np.asarray(lengths) == x.shape[1])):
+    info = model.interface.input(model.x_name) if model.x_name else None
+    want = info.layout() if info is not None else "[batch, time, features]"
+    if info is None or info.time_axis is None or x.ndim != info.rank:
+        raise InputError(model.x_name or "x", "wrong rank for --stream", expected=f"{want} (or one sequence "
+                         "without its batch axis)", got=f"{x.ndim}-D shape {x.shape}")
+    t_axis, b_axis = info.time_axis, info.batch_axis
+    steps = x.shape[t_axis]
+    if lengths is not None and not np.all(np.asarray(lengths) == steps):
         raise UsageError("--stream", "streaming feeds every step of every sequence; these lengths differ from the "
                                      "time axis: trim the data or run without --stream",
-                         expected=f"no 'lengths' array, or all lengths == {x.shape[1] if x.ndim == 3 else 'T'}",
+                         expected=f"no 'lengths' array, or all lengths == {steps}",
                          got=f"lengths {np.unique(np.asarray(lengths)).tolist()[:8]}")
-    if x.ndim != 3:
-        raise InputError("x", "wrong rank for --stream", expected="[batch, time, features] (or [time, features])",
-                         got=f"{x.ndim}-D shape {x.shape}")
-    if x.shape[0] < 1 or x.shape[1] < 1:
-        raise InputError("x", "nothing to stream", expected="batch >= 1 and time >= 1",
+    if x.shape[b_axis] < 1 or steps < 1:
+        raise InputError(model.x_name, "nothing to stream", expected="batch >= 1 and time >= 1",
                          got=f"shape {x.shape}")
-    stream = model.stream(batch=x.shape[0])
+    stream = model.stream(batch=x.shape[b_axis])
     if state is not None:
         stream.state = state
-    steps = x.shape[1]
-    arrays: dict[str, np.ndarray] = {}  # [batch, time, ...], filled step by step (no list of steps)
+    arrays: dict[str, np.ndarray] = {}  # each output with the steps on its own time axis, filled step by step
+    out_axis = {t.name: (t.time_axis if t.time_axis is not None else 1) for t in model.interface.data_outputs}
     us = np.empty(steps, dtype=np.float64)
     result = None
     for t in range(steps):
-        frame = np.ascontiguousarray(x[:, t])
+        frame = np.ascontiguousarray(np.take(x, t, axis=t_axis))
         t0 = time.perf_counter()
         result = stream.step(frame)
         us[t] = (time.perf_counter() - t0) * 1e6
         for k, v in result.outputs.items():
+            ax = min(out_axis.get(k, 1), v.ndim)
             if k not in arrays:
-                arrays[k] = _step_buffer((v.shape[0], steps, *v.shape[1:]), v.dtype)
-            arrays[k][:, t] = v
+                arrays[k] = _step_buffer(v.shape[:ax] + (steps,) + v.shape[ax:], v.dtype)
+            arrays[k][(slice(None),) * ax + (t,)] = v
     stats = {"steps": int(steps), "step_us_median": float(np.median(us)),
              "step_us_p90": float(np.percentile(us, 90))}
     final = _with_state(model, result, stream.state)

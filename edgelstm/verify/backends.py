@@ -8,6 +8,13 @@
 
 Feeds and outputs use the graph's own names (``x``, ``lengths``, ``h_in``... -> ``logits``/``y``,
 ``h_out``...), so every backend is interchangeable in the checks.
+
+**Layouts.** The checks slice and concatenate along ``[batch, time, ...]``. A graph whose data
+input or outputs lie otherwise (time-major token ids ``[time, batch]``, a channels-first series
+``[batch, vars, time]``, an image whose width is time ``[batch, 1, H, W]``) is fed and read
+through :meth:`GraphSpec.to_graph` / :meth:`GraphSpec.to_checks`, which move each tensor's
+batch and time axes (from the graph's interface, :mod:`edgelstm.runtime.interface`) to the
+front: :meth:`Backend.run` takes and returns that layout, ``run_graph`` the graph's own.
 """
 from __future__ import annotations
 
@@ -22,6 +29,7 @@ import numpy as np
 from edgelstm.errors import (InputError, ManifestError, ModelDefinitionError, ModelFileError,
                              UnsupportedError, UsageError)
 from edgelstm.manifest import Manifest
+from edgelstm.runtime.interface import Interface, TensorInfo, state_input_for, state_output_for, token_ranges
 
 QUANT_OPS = {"DynamicQuantizeLSTM", "MatMulInteger", "DynamicQuantizeMatMul", "QuantizeLinear",
              "DequantizeLinear", "QLinearMatMul", "ConvInteger", "QGemm", "MatMulIntegerToFloat",
@@ -47,6 +55,43 @@ class GraphSpec:
     precision: str
     manifest: Manifest | None
     ops: list[str] = field(default_factory=list)
+    interface: Interface | None = None
+
+    def __post_init__(self):
+        if self.interface is None:
+            self.interface = Interface.infer([(i.name, i.dtype, i.shape) for i in self.inputs],
+                                             [(o.name, o.dtype, o.shape) for o in self.outputs], states=self.states)
+
+    # -------------------------------------------------------------- layouts (see the module docstring)
+    def _order(self, name: str) -> list[int] | None:
+        info = self.interface.input(name) or self.interface.output(name)
+        if info is None or info.role in ("state_in", "state_out") or info.batch_axis is None \
+                or state_input_for(name) or state_output_for(name):  # a state by name (a seq2seq encoder's h_out)
+            return None
+        rest = [i for i in range(info.rank) if i not in (info.batch_axis, info.time_axis)]
+        order = [info.batch_axis] + ([info.time_axis] if info.time_axis is not None else []) + rest
+        return None if order == list(range(info.rank)) else order
+
+    def to_checks(self, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Graph layout -> the checks' ``[batch, time, ...]`` layout."""
+        out = {}
+        for k, v in arrays.items():
+            order = self._order(k)
+            out[k] = v if order is None or np.ndim(v) != len(order) else np.transpose(v, order)
+        return out
+
+    def to_graph(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The checks' layout -> the graph's own."""
+        out = {}
+        for k, v in feeds.items():
+            order = self._order(k)
+            out[k] = v if order is None or np.ndim(v) != len(order) else \
+                np.ascontiguousarray(np.transpose(v, np.argsort(order)))
+        return out
+
+    @property
+    def needs_layout(self) -> bool:
+        return any(self._order(n) is not None for n in self.input_names + self.output_names)
 
     @property
     def label(self) -> str:
@@ -62,17 +107,17 @@ class GraphSpec:
 
     @property
     def x(self) -> str | None:
-        names = self.input_names
-        if "x" in names:
-            return "x"
-        state_in = {s[0] for s in self.states}
-        rest = [i.name for i in self.inputs if i.name not in state_in and i.name != "lengths"
-                and i.dtype.startswith("float") and len(i.shape) == 3]
-        return rest[0] if len(rest) == 1 else None
+        """The one data (or token) input with a batch and a time axis, where there is one."""
+        p = self.interface.primary
+        return p.name if p is not None and p.batch_axis is not None and p.time_axis is not None else None
+
+    @property
+    def x_info(self) -> TensorInfo | None:
+        return self.interface.input(self.x) if self.x else None
 
     @property
     def lengths(self) -> str | None:
-        return "lengths" if "lengths" in self.input_names else None
+        return self.interface.lengths
 
     @property
     def task(self) -> str:
@@ -131,8 +176,16 @@ def load_graph(path: str | os.PathLike, *, trust_modified: bool = False):
                 raise ManifestError(str(p), f"manifest state pair {a}->{b} is not in the graph",
                                     expected={"inputs": in_names, "outputs": out_names}, got=[a, b])
     else:  # convention: NAME_in -> NAME_out
-        states = [(n, n[:-3] + "_out") for n in in_names if n.endswith("_in") and n[:-3] + "_out" in out_names]
+        from edgelstm.runtime.interface import pair_states
+
+        states = pair_states(in_names, out_names)
     ops = sorted({n.op_type for n in model.graph.node})
+    if manifest is not None and manifest.interface is not None:
+        iface = Interface.from_dict(manifest.interface, source=f"{p} manifest")
+    else:
+        iface = Interface.infer([(i.name, i.dtype, i.shape) for i in inputs], [(o.name, o.dtype, o.shape) for o in outputs],
+                                states=states)
+    iface = iface.with_token_ranges(token_ranges(model.graph))
     if manifest is not None and manifest.precision != "fp32":
         precision = manifest.precision
     elif QUANT_OPS & set(ops):
@@ -141,7 +194,7 @@ def load_graph(path: str | os.PathLike, *, trust_modified: bool = False):
         precision = "fp16"
     else:
         precision = "fp32"
-    return model, GraphSpec(p, inputs, outputs, states, precision, manifest, ops)
+    return model, GraphSpec(p, inputs, outputs, states, precision, manifest, ops, iface)
 
 
 class Backend:
@@ -149,8 +202,16 @@ class Backend:
 
     name = "backend"
     slow = False  # a pure-Python oracle: kept out of the long drift run
+    spec: GraphSpec
 
-    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:  # pragma: no cover
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Feeds and outputs in the checks' ``[batch, time, ...]`` layout."""
+        if not self.spec.needs_layout:
+            return self.run_graph(feeds)
+        return self.spec.to_checks(self.run_graph(self.spec.to_graph(feeds)))
+
+    def run_graph(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:  # pragma: no cover
+        """Feeds and outputs in the graph's own layout."""
         raise NotImplementedError
 
 
@@ -200,7 +261,7 @@ class OrtBackend(Backend):
         short = provider.replace("ExecutionProvider", "").lower()
         self.name = f"ort:{short}[{spec.label}]"
 
-    def run(self, feeds):
+    def run_graph(self, feeds):
         outs = self.session.run(None, {k: v for k, v in feeds.items() if k in self.spec.input_names})
         return dict(zip(self.spec.output_names, outs))
 
@@ -235,9 +296,9 @@ class ReferenceBackend(Backend):
             outs = self.evaluator.run(None, {k: v for k, v in feeds.items() if k in self.spec.input_names})
         return dict(zip(self.spec.output_names, outs))
 
-    def run(self, feeds):
+    def run_graph(self, feeds):
         spec = self.spec
-        if not spec.lengths or spec.lengths not in feeds or spec.x is None:
+        if not spec.lengths or spec.lengths not in feeds or spec.x is None or spec.needs_layout:
             return self._eval(feeds)
         x, lengths = feeds[spec.x], np.asarray(feeds[spec.lengths])
         T = x.shape[1]
@@ -285,7 +346,7 @@ class NumpyBackend(Backend):
         self.graph = NumpyGraph(model)
         self.name = f"numpy[{spec.label}]"
 
-    def run(self, feeds):
+    def run_graph(self, feeds):
         return self.graph.run({k: v for k, v in feeds.items() if k in self.spec.input_names})
 
 
@@ -293,10 +354,15 @@ class NumpyBackend(Backend):
 class TorchBackend(Backend):
     """The PyTorch original.
 
-    Modules following the edgelstm interface (``forward(x, lengths=None, state=None) ->
-    (out, state_out)``, see docs/DESIGN.md) are fed ``x``/``lengths``/``h_in``/``c_in`` by name.
-    Any other module is called with the graph inputs in graph order and its (flattened) outputs
-    are matched to the graph outputs in order, as the exporter does for user modules.
+    * A module exported by ``edgelstm export --model`` is called exactly as export called it:
+      the manifest's interface records the binding (the forward's arguments in order, the
+      lengths input and the state exposed with ``--expose-state``), and where export bound
+      lengths or state to the recurrent modules, the harness installs the same recurrent
+      proxies (:mod:`edgelstm.exporters.recurrent`) around the same wrapper.
+    * edgelstm's own families (no binding: ``forward(x, lengths=None, state=None) ->
+      (out, state_out)``, see docs/DESIGN.md) are fed ``x``/``lengths``/``h_in``/``c_in`` by name.
+    * Any other module is called with the graph inputs in graph order and its (flattened)
+      outputs are matched to the graph outputs in order.
     """
 
     def __init__(self, module, spec: GraphSpec, *, label: str = "torch"):
@@ -306,46 +372,85 @@ class TorchBackend(Backend):
         self.module = module.eval()
         self.spec = spec
         self.name = label
+        self.binding = spec.interface.binding if spec.interface is not None else None
+        self._proxied = None
         names = spec.input_names
         state_ins = [s[0] for s in spec.states]
-        self.design = (names[:1] == ["x"] and set(names) <= {"x", "lengths", "h_in", "c_in"}
-                       and set(state_ins) <= {"h_in", "c_in"})
+        self.design = self.binding is None and (
+            names[:1] == ["x"] and set(names) <= {"x", "lengths", "h_in", "c_in"} and set(state_ins) <= {"h_in", "c_in"})
         if self.design:
             order = [s for s in ("h_in", "c_in") if s in state_ins]
             self.state_pairs = [next(p for p in spec.states if p[0] == s) for s in order]
+        elif self.binding is not None and (self.binding.get("lengths") or self.binding.get("state")):
+            self._proxied = self._export_wrapper()
 
-    def run(self, feeds):
+    def _export_wrapper(self):
+        """The wrapper export traced, with the recurrent modules export found (same order)."""
+        from edgelstm.exporters.core import plan_module
+        from edgelstm.exporters.recurrent import describe, find_recurrent
+
+        by_name = {t.name: t for t in self.spec.interface.inputs}
+
+        def spec(tree, i):  # the --input text export was given: a name, or a tuple argument of names
+            if isinstance(tree, tuple):
+                return f"arg{i}=(" + ",".join(spec(t, f"{i}_{j}") for j, t in enumerate(tree)) + ")"
+            t = by_name[tree]
+            return f"{tree}:{t.dtype}[{','.join(str(d) for d in t.shape)}]"
+
+        specs = [spec(tree, i) for i, tree in enumerate(_arg_trees(self.binding))]
+        plan = plan_module(self.module, inputs=specs, lengths_input=self.binding.get("lengths"),
+                           expose_state=bool(self.binding.get("state")))
+        found = find_recurrent(plan.root)
+        return plan, found, [describe(m, p) for p, m in found]
+
+    def run_graph(self, feeds):
         torch = self.torch
         with torch.inference_mode():
             if self.design:
-                x = torch.from_numpy(np.ascontiguousarray(feeds["x"], dtype=np.float32))
-                lengths = torch.from_numpy(np.asarray(feeds["lengths"], dtype=np.int64)) if "lengths" in feeds else None
-                state = tuple(torch.from_numpy(np.ascontiguousarray(feeds[i], dtype=np.float32))
-                              for i, _ in self.state_pairs) if self.state_pairs else None
-                try:
-                    out, state_out = self.module(x, lengths, state)
-                except Exception as e:
-                    raise ModelDefinitionError(self.name, "forward(x, lengths, state) raised",
-                                               expected="(out, state_out)", got=f"{type(e).__name__}: {e}") from None
-                result = {self.spec.data_outputs[0]: out.detach().numpy()}
-                for (_, o), t in zip(self.state_pairs, state_out):
-                    result[o] = t.detach().numpy()
-                return result
-            args = []
-            for spec in self.spec.inputs:
-                a = np.asarray(feeds[spec.name])
-                args.append(torch.from_numpy(np.ascontiguousarray(a)))
-            try:
-                outs = self.module(*args)
-            except Exception as e:
-                raise ModelDefinitionError(self.name, "forward raised on the graph inputs",
-                                           expected=f"forward({', '.join(self.spec.input_names)})",
-                                           got=f"{type(e).__name__}: {e}") from None
+                return self._run_design(feeds)
+            if self._proxied is not None:
+                from edgelstm.exporters.recurrent import proxies_installed
+
+                plan, found, layers = self._proxied
+                args = [torch.from_numpy(np.ascontiguousarray(feeds[s.name])) for s in plan.inputs]
+                with proxies_installed(plan.root, found, layers):
+                    outs = self._call(plan.wrapper, args, [s.name for s in plan.inputs])
+            else:
+                from edgelstm.exporters.core import rebuild_argument
+
+                trees = _arg_trees(self.binding) if self.binding is not None else list(self.spec.input_names)
+                named = {n: torch.from_numpy(np.ascontiguousarray(np.asarray(v))) for n, v in feeds.items()}
+                args = [rebuild_argument(t, named) for t in trees]  # tuple arguments rebuilt as export did
+                outs = self._call(self.module, args, [str(t) for t in trees])
             flat = _flatten(outs)
             if len(flat) != len(self.spec.outputs):
                 raise ModelDefinitionError(self.name, "module returns a different number of tensors than the graph",
                                            expected=self.spec.output_names, got=len(flat))
             return {o: t.detach().numpy() for o, t in zip(self.spec.output_names, flat)}
+
+    def _call(self, fn, args, names):
+        try:
+            return fn(*args)
+        except Exception as e:
+            raise ModelDefinitionError(self.name, "forward raised on the graph inputs",
+                                       expected=f"forward({', '.join(names)})",
+                                       got=f"{type(e).__name__}: {e}") from None
+
+    def _run_design(self, feeds):
+        torch = self.torch
+        x = torch.from_numpy(np.ascontiguousarray(feeds["x"], dtype=np.float32))
+        lengths = torch.from_numpy(np.asarray(feeds["lengths"], dtype=np.int64)) if "lengths" in feeds else None
+        state = tuple(torch.from_numpy(np.ascontiguousarray(feeds[i], dtype=np.float32))
+                      for i, _ in self.state_pairs) if self.state_pairs else None
+        try:
+            out, state_out = self.module(x, lengths, state)
+        except Exception as e:
+            raise ModelDefinitionError(self.name, "forward(x, lengths, state) raised",
+                                       expected="(out, state_out)", got=f"{type(e).__name__}: {e}") from None
+        result = {self.spec.data_outputs[0]: out.detach().numpy()}
+        for (_, o), t in zip(self.state_pairs, state_out):
+            result[o] = t.detach().numpy()
+        return result
 
 
 def _flatten(obj) -> list:
@@ -425,3 +530,11 @@ def check_feeds(spec: GraphSpec, feeds: dict[str, np.ndarray], source: str) -> N
         for k, (d, s) in enumerate(zip(i.shape, a.shape)):
             if isinstance(d, int) and d > 0 and d != s:
                 raise InputError(f"{source}:{i.name}", f"wrong size of dimension {k}", expected=i.shape, got=list(a.shape))
+
+
+def _arg_trees(binding: dict) -> list:
+    """The forward's arguments as export bound them: a graph input name, or a tuple (nested) of
+    names for a tuple argument (the manifest's JSON stores tuples as lists)."""
+    def tree(t):
+        return tuple(tree(x) for x in t) if isinstance(t, (list, tuple)) else t
+    return [tree(t) for t in (binding.get("args") or [])]

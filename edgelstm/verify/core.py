@@ -156,9 +156,9 @@ def verify(model: str | os.PathLike, *, reference: Any = None, model_spec: str |
     if any(c.spec.precision in INT8_PRECISIONS for c in candidates) and _providers.cpu_has_sme():
         result.notes.append(SME_NOTE)
 
-    if spec.x is None:
+    if spec.x is None and spec.manifest is not None and spec.manifest.graph != "model":
         result.skip("all checks", f"{spec.label} is a {spec.manifest.graph if spec.manifest else 'custom'} graph "
-                    "without a float sequence input x (seq2seq exports are verified as their encoder / "
+                    "without one data input that has a batch and a time axis (seq2seq exports are verified as their encoder / "
                     "decoder_step pair: pass OUT.onnx, OUT.encoder.onnx or OUT.decoder_step.onnx)")
         return result
 
@@ -239,7 +239,7 @@ def _is_per_step(spec: GraphSpec, name: str, arr: np.ndarray, time: int) -> bool
 
 def _mask_padding(spec: GraphSpec, feeds, outs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Zero per-step outputs past each sequence's length: padded steps carry no contract."""
-    if not spec.lengths or spec.lengths not in feeds:
+    if not spec.lengths or spec.lengths not in feeds or spec.x is None:
         return outs
     lengths = np.asarray(feeds[spec.lengths])
     time = feeds[spec.x].shape[1]
@@ -463,7 +463,7 @@ def _streamables(result, candidates, check) -> list[Candidate]:
     out = []
     for c in candidates:
         if not c.spec.streamable:
-            why = "manifest says streamable=false (bidirectional or attention-pooled)" \
+            why = "manifest says streamable=false (bidirectional, pooled over time, or exported without state)" \
                 if c.spec.manifest is not None and not c.spec.manifest.streamable else "no state inputs/outputs to carry"
             result.skip(f"{check} [{c.backend.name}]", why)
         else:
@@ -534,8 +534,7 @@ def _check_drift(result, baseline, candidates, spec, tol, steps, chunk, rng) -> 
             runnable.append(c)
     if not runnable:
         return
-    features = spec.spec(spec.x).shape[2]
-    x = rng.standard_normal((1, steps, features)).astype(np.float32)
+    x = inp.random_x(spec, 1, steps, rng)  # any dtype and layout: [1, steps, ...] in the checks' layout
     init = inp.random_feeds(spec, 1, 1, rng, random_state=False)  # a deployment starts from zeros
     ref_steps, ref = _stream_curve(baseline, spec, x, init, chunk)
     idx = np.unique(np.linspace(0, len(ref_steps) - 1, min(MAX_CURVE_POINTS, len(ref_steps))).astype(int))
@@ -594,6 +593,9 @@ def _check_drift(result, baseline, candidates, spec, tol, steps, chunk, rng) -> 
 def _check_batch_invariance(result, candidates, spec, tol, rng) -> None:
     if not spec.lengths:
         result.skip("batch_invariance", "the model has no lengths input")
+        return
+    if spec.x is None:
+        result.skip("batch_invariance", "the model has no single data input with batch and time axes to cut")
         return
     T = 12
     feeds = inp.random_feeds(spec, 4, T, rng, random_state=True)

@@ -30,41 +30,47 @@ class Case:
     meta: dict = field(default_factory=dict)
 
 
-def _dim(spec: GraphSpec, input_name: str, axis: int, what: str) -> int:
-    d = spec.spec(input_name).shape[axis]
-    if isinstance(d, int) and d > 0:
-        return d
-    raise UsageError(spec.label, f"input {input_name!r} has no fixed {what} size to generate random data from",
-                     expected="a fixed dimension, or --data DATA.npz", got=d)
-
-
 def random_feeds(spec: GraphSpec, batch: int, time: int, rng: np.random.Generator, *,
                  varied_lengths: bool = False, random_state: bool = True) -> dict[str, np.ndarray]:
-    """One feed dict for a model following the naming contract (x, lengths, state inputs)."""
+    """One feed dict from the graph's interface: standard normal floats, token ids in their
+    embedding's range, lengths (full, or varied from full down to 1), states (uniform in
+    [-0.8, 0.8] or zeros); in the checks' ``[batch, time, ...]`` layout."""
+    from edgelstm.errors import InputError
+
     feeds: dict[str, np.ndarray] = {}
-    state_ins = {s[0] for s in spec.states}
-    x = spec.x
-    for i in spec.inputs:
-        if i.name == x:
-            features = _dim(spec, i.name, 2, "feature")
-            feeds[i.name] = rng.standard_normal((batch, time, features)).astype(i.dtype if i.dtype.startswith("float") else "float32")
-        elif i.name == spec.lengths:
+    iface = spec.interface
+    time = max(time, iface.min_time)  # export's --min-size: a conv front end is never fed less
+    for info in iface.inputs:
+        i = spec.spec(info.name)
+        if info.role == "lengths":
             lengths = np.full(batch, time, dtype=np.int64)
             if varied_lengths and batch > 1:  # full length down to 1: both extremes always present
                 lengths = np.round(np.linspace(time, 1, batch)).astype(np.int64)
             feeds[i.name] = lengths.astype(i.dtype if i.dtype.startswith("int") else "int32")
-        elif i.name in state_ins:
-            shape = [batch if not isinstance(d, int) or d <= 0 else d for d in i.shape]
-            if len(shape) == 3:
-                shape[1] = batch
-            shape[0] = _dim(spec, i.name, 0, "layers*directions")
-            shape[-1] = _dim(spec, i.name, len(shape) - 1, "hidden")
+        elif info.role == "state_in":
+            # the state's own layout: [layers*directions, batch, hidden] from a recurrent module,
+            # [batch, hidden] from a cell step; every axis but batch must be fixed
+            try:
+                shape = iface.concrete_shape(info, batch, None)
+            except InputError as e:
+                raise UsageError(spec.label, f"input {i.name!r} has no fixed size to generate a state from: "
+                                 f"{e.problem}", expected="fixed sizes for every axis but batch, or --data DATA.npz",
+                                 got=info.layout()) from None
             arr = rng.uniform(-0.8, 0.8, size=shape) if random_state else np.zeros(shape)
             feeds[i.name] = arr.astype(i.dtype if i.dtype.startswith("float") else "float32")
         else:
-            raise UsageError(spec.label, f"cannot generate random data for input {i.name!r}",
-                             expected="inputs x, lengths and state inputs, or --data DATA.npz", got=i.name)
-    return feeds
+            try:
+                feeds[i.name] = iface.fill(i.name, batch, time, rng=rng)
+            except InputError as e:
+                raise UsageError(spec.label, f"cannot generate random data for input {i.name!r}: {e.problem}",
+                                 expected="fixed sizes for every axis but batch and time, or --data DATA.npz",
+                                 got=info.layout()) from None
+    return spec.to_checks(feeds)
+
+
+def random_x(spec: GraphSpec, batch: int, time: int, rng: np.random.Generator) -> np.ndarray:
+    """Random values of the data input alone, in the checks' layout."""
+    return random_feeds(spec, batch, time, rng, random_state=False)[spec.x]
 
 
 def random_cases(spec: GraphSpec, seed: int, cases=DEFAULT_CASES) -> list[Case]:
@@ -78,19 +84,23 @@ def random_cases(spec: GraphSpec, seed: int, cases=DEFAULT_CASES) -> list[Case]:
 
 
 def zero_state(spec: GraphSpec, batch: int) -> dict[str, np.ndarray]:
+    from edgelstm.errors import InputError
+
     out = {}
     for s_in, _ in spec.states:
-        shape = list(spec.spec(s_in).shape)
-        shape[0] = _dim(spec, s_in, 0, "layers*directions")
-        shape[1] = batch
-        shape[-1] = _dim(spec, s_in, len(shape) - 1, "hidden")
+        try:  # the state's own layout (batch on its interface batch axis), as random_feeds makes it
+            shape = spec.interface.concrete_shape(spec.interface.input(s_in), batch, None)
+        except InputError as e:
+            raise UsageError(spec.label, f"input {s_in!r} has no fixed size to make a zero state from: {e.problem}",
+                             expected="fixed sizes for every axis but batch", got=list(spec.spec(s_in).shape)) from None
         out[s_in] = np.zeros(shape, dtype=np.float32)
     return out
 
 
 def load_npz(path: str | Path, spec: GraphSpec, *, max_rows: int | None = 512) -> Case:
-    """A user's .npz: arrays named after the graph inputs (at least ``x``), optional ``lengths``,
-    optional labels ``y``. Missing lengths = full sequences; missing states = zeros."""
+    """A user's .npz: arrays named after the graph inputs, each in its input's own layout (the data
+    input ``x`` at least), optional labels ``y``. Missing lengths = full sequences; missing
+    states = zeros."""
     p = Path(path)
     if not p.is_file():
         raise DataError(str(p), "data file not found", expected="an existing .npz file", got="no such file")
@@ -100,16 +110,26 @@ def load_npz(path: str | Path, spec: GraphSpec, *, max_rows: int | None = 512) -
     x = spec.x
     if x is None or x not in arrays:
         raise DataError(str(p), "no array for the model's data input", expected=x or spec.input_names, got=sorted(arrays))
-    n = arrays[x].shape[0]
-    if max_rows is not None and n > max_rows:
-        arrays = {k: (v[:max_rows] if v.ndim and v.shape[0] == n else v) for k, v in arrays.items()}
-        n = max_rows
     feeds = {k: v for k, v in arrays.items() if k in spec.input_names}
+    missing = [t.name for t in spec.interface.data_inputs if t.name not in feeds]
+    if missing:
+        raise DataError(str(p), "no array for some of the model's inputs", expected=spec.interface.data_inputs[0].name
+                        if len(spec.interface.data_inputs) == 1 else [t.name for t in spec.interface.data_inputs],
+                        got=sorted(arrays))
     check_feeds(spec, feeds, str(p))
+    for k, v in feeds.items():
+        if v.dtype.kind == "f" and not np.all(np.isfinite(v)):
+            raise DataError(str(p), f"array {k!r} holds NaN or Inf", expected="finite values", got="NaN/Inf")
+        want = spec.spec(k).dtype
+        if v.dtype.kind != np.dtype(want).kind and not (v.dtype.kind in "iu" and want.startswith("int")):
+            raise DataError(f"{p}:{k}", "wrong dtype", expected=want, got=v.dtype.name)
+        feeds[k] = v.astype(want)
+    feeds = spec.to_checks(feeds)  # [batch, time, ...] from here on
     xa = feeds[x]
-    if not np.all(np.isfinite(xa)):
-        raise DataError(str(p), f"array {x!r} holds NaN or Inf", expected="finite values", got="NaN/Inf")
-    feeds[x] = xa.astype(spec.spec(x).dtype if spec.spec(x).dtype.startswith("float") else np.float32)
+    n = xa.shape[0]
+    if max_rows is not None and n > max_rows:
+        feeds = {k: (v[:, :max_rows] if k in {s[0] for s in spec.states} else v[:max_rows]) for k, v in feeds.items()}
+        n = max_rows
     if spec.lengths:
         lens = feeds.get(spec.lengths, np.full(n, xa.shape[1]))
         if np.any(lens < 1) or np.any(lens > xa.shape[1]):
@@ -119,6 +139,8 @@ def load_npz(path: str | Path, spec: GraphSpec, *, max_rows: int | None = 512) -
     for s_in, arr in zero_state(spec, n).items():
         feeds.setdefault(s_in, arr)
     labels = arrays.get("y")
+    if labels is not None and max_rows is not None and labels.shape[:1] != (n,) and labels.shape[0] > n:
+        labels = labels[:n]
     if labels is not None and labels.shape[:1] != (n,):
         raise DataError(f"{p}:y", "labels do not match the number of sequences", expected=n, got=labels.shape[0])
     return Case(f"data={p.name} n={n}", feeds, labels=labels, meta={"source": str(p)})

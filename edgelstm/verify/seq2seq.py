@@ -35,6 +35,7 @@ import numpy as np
 
 from edgelstm.errors import (DataError, EdgeLSTMError, ManifestError, UnknownChoiceError, UnsupportedError,
                              UsageError)
+from edgelstm.runtime.interface import pair_paths, pair_stem
 from edgelstm.runtime.providers import check_provider_options
 from edgelstm.verify.backends import (Backend, GraphSpec, NumpyBackend, OrtBackend, ReferenceBackend,
                                       load_graph, load_torch_reference, resolve_provider)
@@ -46,7 +47,6 @@ from edgelstm.verify.tolerance import (INT8_PRECISIONS, Profile, Tolerances, par
 ENC_OUT = ("memory", "h_out", "c_out")
 DEC_OUT = ("logits", "h_out", "c_out", "attention")
 OUTPUT_NAMES = [f"encoder.{n}" for n in ENC_OUT] + [f"decoder_step.{n}" for n in DEC_OUT]
-PAIR_SUFFIXES = ((".encoder.onnx", "encoder"), (".decoder_step.onnx", "decoder_step"))
 SKIPPED_CHECKS = {
     "streaming": "seq2seq: the decoder step's carried state is checked step by step in outputs "
                  "(teacher-forced) and task (greedy decoding)",
@@ -58,11 +58,7 @@ SKIPPED_CHECKS = {
 
 # ==================================================================================== files
 def _stem(path: Path) -> str:
-    name = path.name
-    for suffix, _ in PAIR_SUFFIXES:
-        if name.endswith(suffix):
-            return name[:-len(suffix)]
-    return name[:-len(".onnx")] if name.endswith(".onnx") else name
+    return pair_stem(path.name)[0]
 
 
 def resolve_pair(path: str | os.PathLike) -> tuple[Path, Path] | None:
@@ -72,20 +68,17 @@ def resolve_pair(path: str | os.PathLike) -> tuple[Path, Path] | None:
     When the given file is one of the pair, the companion its manifest names wins over the
     naming convention (quantize renames both and records the new names)."""
     p = Path(path)
-    name = p.name
-    for suffix, role in PAIR_SUFFIXES:
-        if name.endswith(suffix):
-            stem = name[:-len(suffix)]
-            enc, dec = p.with_name(f"{stem}.encoder.onnx"), p.with_name(f"{stem}.decoder_step.onnx")
-            other = _manifest_companion(p, "decoder_step" if role == "encoder" else "encoder")
-            # the manifest's name wins when that file is there; files renamed after export fall
-            # back to the naming convention (as edgelstm.runtime.load does)
-            if other is not None and other.exists():
-                enc, dec = (p, other) if role == "encoder" else (other, p)
-            return enc, dec
+    role = pair_stem(p.name)[1]
+    if role is not None:
+        enc, dec = pair_paths(p)
+        other = _manifest_companion(p, "decoder_step" if role == "encoder" else "encoder")
+        # the manifest's name wins when that file is there; files renamed after export fall
+        # back to the naming convention (as edgelstm.runtime.load does)
+        if other is not None and other.exists():
+            enc, dec = (p, other) if role == "encoder" else (other, p)
+        return enc, dec
     if not p.exists():
-        stem = _stem(p)
-        enc, dec = p.with_name(f"{stem}.encoder.onnx"), p.with_name(f"{stem}.decoder_step.onnx")
+        enc, dec = pair_paths(p)
         if enc.exists() or dec.exists():
             return enc, dec
     return None
@@ -95,15 +88,12 @@ def _manifest_companion(p: Path, role: str) -> Path | None:
     if not p.is_file():
         return None
     try:
-        import onnx
+        from edgelstm.runtime.integrity import peek_manifest
 
-        from edgelstm.manifest import MANIFEST_KEY, Manifest
-
-        m = onnx.load(str(p), load_external_data=False)
-        meta = {x.key: x.value for x in m.metadata_props}
-        if MANIFEST_KEY not in meta:
+        manifest = peek_manifest(p.read_bytes(), str(p))
+        if manifest is None:
             return None
-        name = Manifest.from_json(meta[MANIFEST_KEY], source=str(p)).companions.get(role)
+        name = manifest.companions.get(role)
     except Exception:  # unreadable here: load_graph reports it properly later
         return None
     return p.with_name(name) if name else None
