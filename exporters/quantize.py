@@ -540,7 +540,7 @@ def evaluate(float_model, quant_path: str | os.PathLike, data: CalibrationData, 
              ) -> tuple[list[OutputError], dict | None, int]:
     """Run both models on ``data`` (same threads) and compare every float output, each
     concatenated along its own batch axis."""
-    from edgelstm.verify.stats import error_stats
+    from edgelstm.stats import error_stats
 
     ref_s = _session(float_model.SerializeToString(), opts.threads)
     q_s = _session(str(quant_path), opts.threads, safe_fp16=opts.mode == "fp16" and opts.target == "gpu")

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from edgelstm.verify.result import CHECKS, CheckResult, VerifyResult
 from edgelstm.verify.summary import summarize
-from edgelstm.verify.stats import ErrorStats, error_stats, snr_db, top1_agreement, trend
+from edgelstm.stats import ErrorStats, error_stats, snr_db, top1_agreement, trend
 from edgelstm.verify.tolerance import PROFILES, Profile, Tolerances, parse_overrides, profile_for
 
 

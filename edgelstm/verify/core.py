@@ -34,7 +34,7 @@ from edgelstm.verify import inputs as inp
 from edgelstm.verify.backends import (Backend, GraphSpec, NumpyBackend, OrtBackend, ReferenceBackend,
                                       TorchBackend, load_graph, load_torch_reference, resolve_provider)
 from edgelstm.verify.result import CHECKS, CheckResult, VerifyResult
-from edgelstm.verify.stats import error_stats, snr_db, top1_agreement, trend
+from edgelstm.stats import error_stats, snr_db, top1_agreement, trend
 from edgelstm.verify.tolerance import (INT8_PRECISIONS, Profile, Tolerances, parse_overrides, profile_for,
                                       select_profile)
 

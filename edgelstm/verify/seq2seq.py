@@ -40,7 +40,7 @@ from edgelstm.runtime.providers import check_provider_options
 from edgelstm.verify.backends import (Backend, GraphSpec, NumpyBackend, OrtBackend, ReferenceBackend,
                                       load_graph, load_torch_reference, resolve_provider)
 from edgelstm.verify.result import CheckResult, VerifyResult
-from edgelstm.verify.stats import error_stats, top1_agreement
+from edgelstm.stats import error_stats, top1_agreement
 from edgelstm.verify.tolerance import (INT8_PRECISIONS, Profile, Tolerances, parse_overrides, profile_for,
                                       select_profile)
 

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from edgelstm.errors import UsageError
-from edgelstm.verify.stats import ErrorStats
+from edgelstm.stats import ErrorStats
 
 INT8_PRECISIONS = ("int8-dynamic", "int8-static", "int8")
 TF32_UNIT_ROUNDOFF = 2.0 ** -11   # 10 stored mantissa bits (+1 implicit): round-to-nearest error <= 2**-11

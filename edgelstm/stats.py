@@ -1,5 +1,7 @@
 """Error statistics between a reference tensor and a candidate tensor. NumPy only.
 
+Imported by ``edgelstm.verify`` (the harness) and ``edgelstm.exporters.quantize`` (its error
+report): the producer measures with the same statistics as the checker without importing it.
 Every comparison in the harness goes through :func:`error_stats`, so a JSON report always holds
 the same fields: max/mean/p99 absolute error, max relative error, cosine similarity and the
 signal-to-noise ratio in dB (``10 log10(sum ref^2 / sum (ref - got)^2)``, the SQNR that
