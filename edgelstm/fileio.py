@@ -22,13 +22,14 @@ is gone.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import signal
 import stat
 import tempfile
 import threading
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 from edgelstm.errors import UsageError
 
@@ -193,3 +194,21 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:
     write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def json_safe(v: Any) -> Any:
+    """``v`` with non-finite floats as the strings ``"nan"``, ``"inf"``, ``"-inf"`` and NumPy
+    scalars as Python numbers: strict JSON (``allow_nan=False``) that every parser reads."""
+    if isinstance(v, float):
+        if math.isnan(v):
+            return "nan"
+        if math.isinf(v):
+            return "inf" if v > 0 else "-inf"
+        return v
+    if isinstance(v, dict):
+        return {str(k): json_safe(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [json_safe(x) for x in v]
+    if hasattr(v, "item") and not isinstance(v, (str, bytes)):  # a NumPy scalar
+        return json_safe(v.item())
+    return v

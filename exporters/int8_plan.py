@@ -32,7 +32,7 @@ So, for ``--target cpu`` (and ARM, whose int8 path is the same MLAS design), the
   393,216; hidden 128 with 128 features, 131,072, was on par per step in one run: kept float);
 * ``GRU``: never by default: no measured size paid on sequences (the rewrite's ``Scan`` costs
   more than the int8 products save); ``--force-int8`` rewrites it anyway;
-* ``MatMul`` / ``Conv`` with constant weights: the same element threshold as the LSTM (a head
+* ``MatMul`` / ``Gemm`` / ``Conv`` with constant weights: the same element threshold as the LSTM (a head
   ``Linear(256, 10)`` has 2,560 weights: int8 would only add a quantize step);
 * ``Gather`` of a constant table (an embedding): always int8: a lookup has no arithmetic to slow
   down, and the table is often the largest tensor of a decoder.
@@ -50,7 +50,7 @@ if TYPE_CHECKING:  # onnx is imported by the caller (the export extra); this mod
 
 # Smallest weight count (W + R elements of a recurrent node, B of a MatMul) for which int8 pays.
 MIN_INT8_WEIGHTS = 1 << 18
-_THRESHOLD_OPS = ("LSTM", "MatMul", "Conv")
+_THRESHOLD_OPS = ("LSTM", "MatMul", "Gemm", "Conv")
 
 
 @dataclass(frozen=True)
@@ -84,7 +84,7 @@ def _weights(node: onnx.NodeProto, inits: dict[str, onnx.TensorProto]) -> int | 
     if node.op_type in ("LSTM", "GRU"):
         w, r = (inits.get(x) for x in node.input[1:3])
         return None if w is None or r is None else _elements(w) + _elements(r)
-    if node.op_type in ("MatMul", "Conv"):
+    if node.op_type in ("MatMul", "Gemm", "Conv"):
         return _elements(inits.get(node.input[1])) if len(node.input) > 1 and node.input[1] in inits else None
     if node.op_type == "Gather":
         return _elements(inits.get(node.input[0])) if node.input[0] in inits else None

@@ -417,6 +417,7 @@ def _random_data(iface: Interface, manifest: Manifest | None, sess_inputs=None, 
     embedding's range, lengths in ``[t/2, t]``; states and missing lengths are filled later
     (zeros, full). None when an input has a size nothing determines."""
     rng = np.random.default_rng(seed)
+    t = max(t, iface.min_time)  # export's --min-size: a conv front end is never fed less
     if manifest is not None and manifest.task == "seq2seq":
         return _random_seq2seq_data(sess_inputs, manifest, rng, n, t)
     feeds: dict[str, np.ndarray] = {}

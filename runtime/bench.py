@@ -436,9 +436,9 @@ def session_options(threads: int | None):
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     so.log_severity_level = 3
-    if threads is not None:
-        if threads < 1:
-            raise UsageError("--threads", "must be at least 1", expected=">= 1", got=threads)
+    if threads:  # None or 0: onnxruntime's default, the rule of every --threads
+        if threads < 0:
+            raise UsageError("--threads", "must be >= 0 (0 = onnxruntime's default)", expected=">= 0", got=threads)
         so.intra_op_num_threads = threads
         so.inter_op_num_threads = 1
     return so
@@ -542,8 +542,10 @@ class Settings:
     provider_options: dict = field(default_factory=dict)  # provider name -> options, e.g. CUDA's use_tf32
 
     def __post_init__(self) -> None:
-        if self.threads is not None and self.threads < 1:
-            raise UsageError("--threads", "must be at least 1", expected=">= 1", got=self.threads)
+        if self.threads == 0:  # onnxruntime's default, the rule of every --threads
+            object.__setattr__(self, "threads", None)
+        if self.threads is not None and self.threads < 0:
+            raise UsageError("--threads", "must be >= 0 (0 = onnxruntime's default)", expected=">= 0", got=self.threads)
         if self.threads is not None and self.threads > MAX_THREADS:
             raise UsageError("--threads", "too many threads", expected=f"<= {MAX_THREADS}", got=self.threads)
         if self.warmup > MAX_RUNS or (self.runs is not None and self.runs > MAX_RUNS):

@@ -28,7 +28,7 @@ import numpy as np
 import onnxruntime as ort
 
 from edgelstm.errors import InputError, UnsupportedError, UsageError
-from edgelstm.runtime.model import Model, RunResult
+from edgelstm.runtime.model import NAN_MODES, Model, RunResult
 from edgelstm.runtime.stream import check_streamable_input, drop_time, step_outputs
 
 
@@ -47,6 +47,9 @@ class StreamGroup:
         check_streamable_input(model)
         if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
             raise UsageError("n", "stream count must be an integer >= 0", expected=">= 0", got=n)
+        nan = nan or model.nan
+        if nan not in NAN_MODES:
+            raise UsageError("nan", "unknown NaN/Inf policy", expected=list(NAN_MODES), got=nan)
         self.model = model
         self._nan = nan
         self._sess = model.session
@@ -57,10 +60,13 @@ class StreamGroup:
         self._lengths_dtype = model._in[model.lengths_name].dtype if model.lengths_name else None
         self._pairs = [(s.input, s.output) for s in model.states]
         self._data = step_outputs(model)
+        self._per_step = dict(self._data)
+        # each state's own batch axis: 1 in [layers*directions, batch, hidden], 0 in a cell's [batch, hidden]
+        self._bax = {s.input: (model.interface.input(s.input).batch_axis if model.interface.input(s.input) is not None
+                               and model.interface.input(s.input).batch_axis is not None else 1) for s in model.states}
         info = model.interface.primary
         self._time_axis = info.time_axis
         self._frame_batch = info.frame_axis(info.batch_axis)
-        self._out_names = [name for name, _ in self._data] + [out for _, out in self._pairs]
         self._zero1 = model.zero_state(1)          # one stream's zero state, by state input name
         self._sets: list[dict[str, ort.OrtValue]] = []
         self._par = 0
@@ -69,7 +75,8 @@ class StreamGroup:
         self._outs: list[tuple[str, bool, np.ndarray]] | None = None
         self._ones: ort.OrtValue | None = None
         self._n = 0
-        self._set_host_state({k: np.concatenate([z] * n, axis=1) if n else z[:, :0] for k, z in self._zero1.items()})
+        self._set_host_state({k: np.concatenate([z] * n, axis=self._bax[k]) if n else np.take(z, [], axis=self._bax[k])
+                              for k, z in self._zero1.items()})
         self.steps = 0
 
     # -------------------------------------------------------------- membership
@@ -80,13 +87,13 @@ class StreamGroup:
         """Append a stream (zero state, or ``state`` as from :meth:`state_of`); return its position."""
         one = self.model.prepare_state(state, 1)
         host = self._host_state()
-        self._set_host_state({k: np.concatenate([host[k], one[k]], axis=1) for k in host})
+        self._set_host_state({k: np.concatenate([host[k], one[k]], axis=self._bax[k]) for k in host})
         return self._n - 1
 
     def drop(self, i: int) -> None:
         """Remove stream ``i``; the streams after it move down by one position."""
         i = self._index(i)
-        self._set_host_state({k: np.delete(v, i, axis=1) for k, v in self._host_state().items()})
+        self._set_host_state({k: np.delete(v, i, axis=self._bax[k]) for k, v in self._host_state().items()})
 
     def reset(self, i: int | None = None) -> None:
         """Zero the state of stream ``i`` (of every stream when ``i`` is None)."""
@@ -95,15 +102,15 @@ class StreamGroup:
             host = {k: np.zeros_like(v) for k, v in host.items()}
         else:
             i = self._index(i)
-            for v in host.values():
-                v[:, i] = 0
+            for k, v in host.items():
+                np.moveaxis(v, self._bax[k], 0)[i] = 0  # a view: zeroes stream i's column
         self._set_host_state(host)
 
     def state_of(self, i: int) -> dict[str, np.ndarray]:
         """A copy of stream ``i``'s state (batch 1), by state input name: feed it to a
         :class:`~edgelstm.runtime.stream.Stream` or to :meth:`add`."""
         i = self._index(i)
-        return {k: np.ascontiguousarray(v[:, i:i + 1]) for k, v in self._host_state().items()}
+        return {k: np.ascontiguousarray(np.take(v, [i], axis=self._bax[k])) for k, v in self._host_state().items()}
 
     # -------------------------------------------------------------- stepping
     def step(self, frames: Any) -> RunResult:
@@ -117,7 +124,8 @@ class StreamGroup:
                              got=list(x.shape))
         x1 = np.ascontiguousarray(np.expand_dims(x, self._time_axis))
         if self._x is None or tuple(self._x.shape()) != x1.shape:  # first step, or a symbolic size changed
-            self._x = ort.OrtValue.ortvalue_from_numpy(x1, self._device, 0)
+            # an owned copy: on the CPU an OrtValue wraps the array, and later steps write into it
+            self._x = ort.OrtValue.ortvalue_from_numpy(np.array(x1, copy=True), self._device, 0)
             self._binds = [self._binding(p) for p in range(2)]
             self._outs = None
         else:
@@ -131,8 +139,6 @@ class StreamGroup:
             read = self._sets[p]
             for name_in, _ in self._pairs:
                 bnd.bind_ortvalue_input(name_in, read[name_in])
-            if self._lengths_name is not None:
-                bnd.bind_ortvalue_input(self._lengths_name, self._ones)
         self._sess.run_with_iobinding(bnd)
         self._par = 1 - p
         self.steps += 1
@@ -147,8 +153,7 @@ class StreamGroup:
             outs = {name: v.numpy() for (name, _), v in zip(self._data, values)}
         else:
             outs = {name: buf.copy() for name, _, buf in self._outs}
-        per_step = dict(self._data)
-        return RunResult({k: drop_time(v, per_step[k]) for k, v in outs.items()}, None,
+        return RunResult({k: drop_time(v, self._per_step[k]) for k, v in outs.items()}, None,
                          self.model.labels, self.model.label_output)
 
     # -------------------------------------------------------------- internals
@@ -176,7 +181,8 @@ class StreamGroup:
 
     def _set_host_state(self, host: dict[str, np.ndarray]) -> None:
         """New buffers for ``host`` (the group's size may have changed): two state sets, set 0 current."""
-        n = next(iter(host.values())).shape[1]
+        k0, v0 = next(iter(host.items()))
+        n = v0.shape[self._bax[k0]]
         self._sets = [{k: ort.OrtValue.ortvalue_from_numpy(np.array(v, copy=True, order="C"), self._device, 0)
                        for k, v in host.items()} for _ in range(2)]
         self._par = 0

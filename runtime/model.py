@@ -92,6 +92,11 @@ def _io_specs(args) -> list[IOSpec]:
     return out
 
 
+def _host(value: Any) -> np.ndarray:
+    """A NumPy array of an output, also one kept on a device (``run(..., output_device=...)``)."""
+    return value.numpy() if isinstance(value, ort.OrtValue) else value
+
+
 # ---------------------------------------------------------------------------------------- result
 class RunResult:
     """Outputs of one call. ``outputs`` maps output name -> array (state outputs excluded);
@@ -137,7 +142,7 @@ class RunResult:
         """Arg-max class index per sequence (``[batch]``) or per step (``[batch, time]``)."""
         if self._label_output is None:
             return None
-        return np.argmax(self.outputs[self._label_output], axis=-1)
+        return np.argmax(_host(self.outputs[self._label_output]), axis=-1)
 
     @property
     def labels(self) -> list | None:
@@ -155,7 +160,7 @@ class RunResult:
 
     def to_dict(self) -> dict:
         """JSON-ready: outputs and state as nested lists, labels where known."""
-        d: dict[str, Any] = {"outputs": {k: v.tolist() for k, v in self.outputs.items()},
+        d: dict[str, Any] = {"outputs": {k: _host(v).tolist() for k, v in self.outputs.items()},
                              "state": {k: v.tolist() for k, v in (self.state if self._state_src is not None
                                                                    else {}).items()}}
         if self.labels is not None:

@@ -18,7 +18,6 @@ Standard library + onnxruntime only.
 """
 from __future__ import annotations
 
-import logging
 import os
 import platform
 import sys
@@ -30,7 +29,6 @@ import onnxruntime as ort
 
 from edgelstm.errors import ProviderUnavailableError, UnknownChoiceError, UsageError
 
-log = logging.getLogger("edgelstm.runtime")
 
 CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"

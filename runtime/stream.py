@@ -37,7 +37,7 @@ import onnxruntime as ort
 
 from edgelstm.errors import InputError, StreamInUseError, UnsupportedError, UsageError
 from edgelstm.fileio import atomic_path
-from edgelstm.runtime.model import NAN_MODES, Model, RunResult, all_finite
+from edgelstm.runtime.model import NAN_MODES, Model, RunResult
 
 
 def check_streamable_input(model: Model) -> None:

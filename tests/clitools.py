@@ -10,7 +10,7 @@ import pytest
 
 def run_cli(argv, capsys) -> tuple[int, str, str]:
     """``edgelstm ARGV`` in this process: ``(exit code, stdout, stderr)``. ``main`` always exits
-    (click's standalone mode maps every error to its code), so a missing exit is a failure."""
+    (it maps every error to its exit code and one line), so a missing exit is a failure."""
     from edgelstm.cli import main
 
     with pytest.raises(SystemExit) as e:

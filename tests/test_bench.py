@@ -175,13 +175,21 @@ def test_bench_seq2seq_graphs(models, tmp_path):
     assert enc["graph"] == "encoder" and enc["sequences_per_s"] == pytest.approx(1 / enc["latency_s"]["p50"])
 
 
+def test_bench_threads_zero_is_onnxruntimes_default(models, tmp_path):
+    """--threads 0 means onnxruntime's default on every command (bench included)."""
+    out = tmp_path / "r.json"
+    res = _bench([models["lstm"], "--threads", "0", "--runs", "3", "--no-floor", "--json", out])
+    assert res.exit_code == 0, res.output
+    assert json.loads(out.read_text())["settings"]["threads"] is None
+
+
 @pytest.mark.parametrize("args,code,match", [
     (["--batch", "0"], 2, r"--batch \| values must be positive integers"),
     (["--batch", "a,b"], 2, r"--batch \| not a comma-separated list of integers"),
     (["--mode", "burst"], 2, r"--mode \| unknown benchmark mode"),
     (["--runs", "3", "--duration", "1"], 2, r"give one of them, not both"),
     (["--device", "cuda"], 10, r"CUDAExecutionProvider is not available"),
-    (["--threads", "0"], 2, r"--threads \| must be at least 1"),
+    (["--threads", "-1"], 2, r"--threads \| must be >= 0 \(0 = onnxruntime's default\)"),
 ], ids=["batch-zero", "batch-text", "mode", "runs-and-duration", "device", "threads"])
 def test_bench_error_lines(models, args, code, match, capsys):
     from edgelstm.cli import main

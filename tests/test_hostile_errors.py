@@ -276,3 +276,16 @@ def test_quantize_foreign_files_in_one_line(capsys, tmp_path, case, mode, code, 
     if code:
         assert message in one_line(err), err
         assert not (tmp_path / "q.onnx").exists()
+
+
+@pytest.mark.parametrize("argv, match", [
+    (["datasets", "digits", "--split", "val"], "--split/--limit | only apply with -o"),
+    (["datasets", "digits", "--limit", "3"], "--split/--limit | only apply with -o"),
+], ids=["split-without-o", "limit-without-o"])
+def test_options_that_would_be_ignored_are_refused(argv, match, capsys):
+    from edgelstm.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and match in err and "Traceback" not in err

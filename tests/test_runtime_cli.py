@@ -63,6 +63,23 @@ def test_run_seq2seq_text(tmp_path, capsys):
     assert out.splitlines()[0] == f"abc\t{want}"
 
 
+@pytest.mark.parametrize("extra, match", [
+    (["--stream"], "--stream | does not apply to a seq2seq model"),
+    (["--out", "o.npz"], "--out | does not apply to a seq2seq model"),
+], ids=["stream", "out"])
+def test_run_seq2seq_refuses_options_it_would_ignore(tmp_path, capsys, extra, match):
+    save_seq2seq(Seq2SeqSpec(), tmp_path, stem="tr")
+    code, _, err = _cli(["run", str(tmp_path / "tr.onnx"), "--text", "abc", *extra], capsys)
+    assert code == 2 and match in err and "Traceback" not in err
+
+
+def test_run_refuses_max_len_for_a_sequence_model(model_path, tmp_path, capsys):
+    npz = tmp_path / "x.npz"
+    np.savez(npz, x=np.zeros((1, 3, 4), np.float32))
+    code, _, err = _cli(["run", str(model_path), "--input", str(npz), "--max-len", "5"], capsys)
+    assert code == 2 and "--max-len | only applies to a seq2seq model" in err
+
+
 @pytest.mark.parametrize("args, code, match", [
     (["MISSING.onnx", "--input", "IN.npz"], 8, r"MISSING.onnx \| model file not found"),
     (["MODEL", "--input", "BAD.csv"], 3, r"BAD.csv:3 \| column 2 is not a number"),

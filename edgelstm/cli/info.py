@@ -35,8 +35,8 @@ def models_command(json_out):
 @click.argument("spec", required=False)
 @click.option("--seed", type=int, default=0, show_default=True,
               help="Seed for splits / synthetic data (with SPEC; `train --seed` uses the same splits).")
-@click.option("--split", type=click.Choice(["train", "val", "test"]), default="test", show_default=True,
-              help="With -o: the split to write.")
+@click.option("--split", type=click.Choice(["train", "val", "test"]), default=None,
+              help="With -o: the split to write (default test).")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="With -o: at most this many sequences.")
 @click.option("-o", "--out", "npz_out", type=click.Path(dir_okay=False), default=None,
               help="Write SPEC's split as .npz (x [N,T,F] raw, unnormalized; y; lengths [N]) or, for one "
@@ -50,6 +50,10 @@ def datasets_command(spec: str | None, seed: int, split: str, limit: int | None,
     from edgelstm.cli.options import MAX_SEED, check_range
     from edgelstm.data import DATASETS, load_dataset
     check_range("--seed", seed, 0, MAX_SEED)
+    if npz_out is None and (split is not None or limit is not None):  # refused, not ignored
+        raise UsageError("--split/--limit", "only apply with -o", expected="-o FILE.npz (or .csv)",
+                         got=f"--split {split}" if split is not None else f"--limit {limit}")
+    split = split or "test"
     echo = options.echo_for(json_out)
     if spec is not None:
         bundle = load_dataset(spec, seed=seed)

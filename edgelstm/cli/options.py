@@ -48,8 +48,11 @@ def echo_for(json_path: Any) -> Callable[..., None]:
 
 def write_json(json_path: Any, schema: str, payload: dict, *, indent: int | None = 2, default=None) -> None:
     """Write ``{"schema": schema, **payload}`` to ``json_path`` (atomically) or stdout for ``-``."""
-    text = json.dumps({"schema": schema, **{k: v for k, v in payload.items() if k != "schema"}}, indent=indent,
-                      default=default)
+    from edgelstm.fileio import json_safe
+
+    # strict JSON: NaN/Inf (a diverged output, an int8 error of inf) are written as strings
+    body = json_safe({"schema": schema, **{k: v for k, v in payload.items() if k != "schema"}})
+    text = json.dumps(body, indent=indent, default=default, allow_nan=False)
     if str(json_path) == "-":
         click.echo(text)
         return

@@ -122,6 +122,10 @@ def run_cmd(model_path, input_path, text, streaming, device, provider_option, th
     report: dict = {"model": str(model_path), "providers": model.providers}
     lines: list[str] = []
     if isinstance(model, runtime.Seq2SeqModel):
+        for flag, given in (("--stream", streaming), ("--out", npz_out is not None)):
+            if given:  # refused, not ignored: greedy decoding has no per-step stream or output arrays here
+                raise UsageError(flag, "does not apply to a seq2seq model", expected="--text/--input, --max-len, "
+                                 "--json", got=flag)
         sources = list(text)
         if input_path is not None:
             try:
@@ -139,6 +143,9 @@ def run_cmd(model_path, input_path, text, streaming, device, provider_option, th
         report.update(sources=sources, **gen.to_dict())
         arrays = {}
     else:
+        if max_len is not None:
+            raise UsageError("--max-len", "only applies to a seq2seq model", expected="no --max-len",
+                             got=f"--max-len {max_len}")
         if input_path is None:
             raise UsageError("--input", "missing input data", expected="a .npz, .npy or .csv file", got=None)
         if text:
@@ -168,8 +175,7 @@ def run_cmd(model_path, input_path, text, streaming, device, provider_option, th
                     f"{n} ({'zeros' if n in out_state else 'full lengths'})" for n in result.filled))
         # the final state under the graph's state OUTPUT names (h_out, c_out): what the model
         # produced; feed it back as the matching input (h_in, c_in) to continue
-        out_name = out_state
-        final = {out_name.get(k, k): v for k, v in result.state.items()}
+        final = {out_state.get(k, k): v for k, v in result.state.items()}
         arrays.update(final)
         if json_out is not None:  # nested lists cost ~30 bytes a value: only when they are written
             report["outputs"] = {k: v.tolist() for k, v in arrays.items() if k not in final}

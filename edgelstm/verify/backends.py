@@ -29,7 +29,7 @@ import numpy as np
 from edgelstm.errors import (InputError, ManifestError, ModelDefinitionError, ModelFileError,
                              UnsupportedError, UsageError)
 from edgelstm.manifest import Manifest
-from edgelstm.runtime.interface import Interface, TensorInfo, state_input_for, state_output_for, token_ranges
+from edgelstm.runtime.interface import Interface, state_input_for, state_output_for, token_ranges
 
 QUANT_OPS = {"DynamicQuantizeLSTM", "MatMulInteger", "DynamicQuantizeMatMul", "QuantizeLinear",
              "DequantizeLinear", "QLinearMatMul", "ConvInteger", "QGemm", "MatMulIntegerToFloat",
@@ -110,10 +110,6 @@ class GraphSpec:
         """The one data (or token) input with a batch and a time axis, where there is one."""
         p = self.interface.primary
         return p.name if p is not None and p.batch_axis is not None and p.time_axis is not None else None
-
-    @property
-    def x_info(self) -> TensorInfo | None:
-        return self.interface.input(self.x) if self.x else None
 
     @property
     def lengths(self) -> str | None:

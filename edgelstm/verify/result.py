@@ -11,25 +11,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from edgelstm.errors import UsageError, VerificationError
-from edgelstm.fileio import atomic_path, write_text_atomic
+from edgelstm.fileio import atomic_path, json_safe
 
 CHECKS = ("outputs", "task", "streaming", "drift", "batch_invariance", "state_roundtrip")
-
-
-def _jsonable(v: Any) -> Any:
-    if isinstance(v, float):
-        if math.isnan(v):
-            return "nan"
-        if math.isinf(v):
-            return "inf" if v > 0 else "-inf"
-        return v
-    if isinstance(v, dict):
-        return {str(k): _jsonable(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_jsonable(x) for x in v]
-    if hasattr(v, "item") and not isinstance(v, (str, bytes)):  # numpy scalar
-        return _jsonable(v.item())
-    return v
 
 
 @dataclass
@@ -61,7 +45,7 @@ class CheckResult:
              "case": self.case, "stats": self.stats}
         if self.curve is not None:
             d["curve"] = self.curve
-        return _jsonable(d)
+        return json_safe(d)
 
 
 @dataclass
@@ -109,7 +93,7 @@ class VerifyResult:
 
     # ------------------------------------------------------------------ serialisation
     def to_dict(self) -> dict:
-        return _jsonable({
+        return json_safe({
             "passed": self.passed, "model": self.model, "reference": self.reference,
             "candidates": self.candidates,
             "summary": {"checks": len(self.checks), "failed": len(self.failures), "skipped": len(self.skipped)},
@@ -120,9 +104,6 @@ class VerifyResult:
 
     def to_json(self, indent: int | None = 2) -> str:
         return json.dumps(self.to_dict(), indent=indent, sort_keys=False, allow_nan=False)
-
-    def write_json(self, path) -> None:
-        write_text_atomic(path, self.to_json() + "\n")
 
     # ------------------------------------------------------------------ human output
     def _profile_note(self) -> list[str]:
