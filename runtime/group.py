@@ -27,9 +27,9 @@ from typing import Any, Mapping
 import numpy as np
 import onnxruntime as ort
 
-from edgelstm.errors import InputError, UnsupportedError, UsageError
-from edgelstm.runtime.model import NAN_MODES, Model, RunResult
-from edgelstm.runtime.stream import check_streamable_input, drop_time, step_outputs
+from edgelstm.errors import InputError, UsageError
+from edgelstm.runtime.model import Model, RunResult
+from edgelstm.runtime.stream import check_stream, drop_time, step_outputs
 
 
 class StreamGroup:
@@ -40,16 +40,9 @@ class StreamGroup:
     """
 
     def __init__(self, model: Model, n: int = 0, *, nan: str | None = None):
-        if not model.streamable:
-            raise UnsupportedError(str(model.path), "this model cannot be streamed",
-                                   expected="a unidirectional model with state inputs/outputs (streamable=true)",
-                                   got=f"streamable={model.streamable}, states={[s.input for s in model.states]}")
-        check_streamable_input(model)
+        nan = check_stream(model, nan)
         if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
             raise UsageError("n", "stream count must be an integer >= 0", expected=">= 0", got=n)
-        nan = nan or model.nan
-        if nan not in NAN_MODES:
-            raise UsageError("nan", "unknown NaN/Inf policy", expected=list(NAN_MODES), got=nan)
         self.model = model
         self._nan = nan
         self._sess = model.session

@@ -40,13 +40,24 @@ from edgelstm.fileio import atomic_path
 from edgelstm.runtime.model import NAN_MODES, Model, RunResult
 
 
-def check_streamable_input(model: Model) -> None:
-    """A stream steps the model's one primary input along its time axis."""
+def check_stream(model: Model, nan: str | None) -> str:
+    """What every stream (a :class:`Stream`, a :class:`~edgelstm.runtime.group.StreamGroup`) needs of
+    its model: streamable, one primary input with batch and time axes; returns the NaN/Inf policy
+    (``nan``, else the model's), checked."""
+    if not model.streamable:
+        why = "it is bidirectional or pools over time" if model.manifest is not None else "it has no state inputs"
+        raise UnsupportedError(str(model.path), f"this model cannot be streamed: {why}",
+                               expected="a unidirectional model with state inputs/outputs (streamable=true)",
+                               got=f"streamable={model.streamable}, states={[s.input for s in model.states]}")
     info = model.interface.primary
     if info is None or info.time_axis is None or info.batch_axis is None:
         raise UnsupportedError(str(model.path), "cannot stream a graph without a single data input that has a "
                                "batch and a time axis", expected="one data or token input with batch and time axes",
                                got={t.name: t.layout() for t in model.interface.data_inputs})
+    nan = nan or model.nan
+    if nan not in NAN_MODES:
+        raise UsageError("nan", "unknown NaN/Inf policy", expected=list(NAN_MODES), got=nan)
+    return nan
 
 
 def step_outputs(model: Model) -> list[tuple[str, int | None]]:
@@ -74,17 +85,9 @@ class Stream:
     """
 
     def __init__(self, model: Model, batch: int = 1, *, nan: str | None = None):
-        if not model.streamable:
-            why = "it is bidirectional or pools over time" if model.manifest is not None else "it has no state inputs"
-            raise UnsupportedError(str(model.path), f"this model cannot be streamed: {why}",
-                                   expected="a unidirectional model with state inputs/outputs (streamable=true)",
-                                   got=f"streamable={model.streamable}, states={[s.input for s in model.states]}")
-        check_streamable_input(model)
+        nan = check_stream(model, nan)
         if isinstance(batch, bool) or not isinstance(batch, (int, np.integer)) or batch < 1:
             raise UsageError("batch", "stream batch must be a positive integer", expected=">= 1", got=batch)
-        nan = nan or model.nan
-        if nan not in NAN_MODES:
-            raise UsageError("nan", "unknown NaN/Inf policy", expected=list(NAN_MODES), got=nan)
         self.model = model
         self.batch = b = int(batch)
         self._nan = nan
