@@ -109,7 +109,7 @@ def ort_variants(path: Path, device: str, threads: int):
     import onnxruntime as ort
 
     from edgelstm import runtime
-    from edgelstm.runtime.model import session_options
+    from edgelstm.runtime.session import session_options
 
     providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if device == "cuda" else ["CPUExecutionProvider"]
     sess = ort.InferenceSession(str(path), session_options(threads, record_placement=False), providers=providers)

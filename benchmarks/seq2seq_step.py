@@ -37,7 +37,7 @@ import torch
 from edgelstm import runtime
 from edgelstm.exporters import export_model
 from edgelstm.models import EOS, ModelConfig, build_model
-from edgelstm.runtime.model import session_options
+from edgelstm.runtime.session import session_options
 
 
 def main() -> None:

@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 from graphs import RecurrentSpec, build_recurrent, save  # noqa: E402
 
 from edgelstm import runtime  # noqa: E402
-from edgelstm.runtime.model import session_options  # noqa: E402
+from edgelstm.runtime.session import session_options  # noqa: E402
 
 
 def main() -> None:

@@ -28,7 +28,8 @@ import onnxruntime as ort
 from edgelstm.errors import ManifestError, ModelFileError, UsageError
 from edgelstm.runtime.integrity import check_structure
 from edgelstm.runtime.interface import pair_stem
-from edgelstm.runtime.model import IOSpec, Model, RunResult, StatePair, read_model_file
+from edgelstm.runtime.model import IOSpec, Model, RunResult, StatePair
+from edgelstm.runtime.session import read_model_file
 from edgelstm.runtime.providers import DEVICES, ProviderPlan, plan_providers
 from edgelstm.runtime.seq2seq import Generation, Seq2SeqModel, companion_paths
 from edgelstm.runtime.group import StreamGroup

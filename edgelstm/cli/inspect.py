@@ -167,7 +167,7 @@ def describe_file(path: Path, *, trust_modified: bool = False) -> dict[str, Any]
     runtime's integrity check first; ``digest`` is "ok" (sealed and intact), "mismatch" or
     "unsealed" (only seen with ``trust_modified``), None for a foreign file."""
     from edgelstm.runtime.integrity import check_model_bytes, read_model_bytes, seal_problem
-    from edgelstm.runtime.model import create_session, session_options
+    from edgelstm.runtime.session import create_session, session_options
     from edgelstm.runtime.providers import plan_providers
 
     p, data = read_model_bytes(path)
