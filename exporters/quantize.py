@@ -906,11 +906,12 @@ def quantize_file(model_path: str | os.PathLike, output_path: str | os.PathLike,
     from edgelstm.runtime.integrity import read_model_bytes, seal_problem
 
     from edgelstm.runtime.model import Model
+    from edgelstm.runtime.session import LoadOptions
 
     # the runtime's own load (the integrity check, then the manifest against the graph): what run
     # refuses, quantize refuses
     src_path, src_bytes = read_model_bytes(src)
-    loaded = Model(src_path, src_bytes, device="cpu", threads=1, trust_modified=trust_modified)
+    loaded = Model(src_path, src_bytes, LoadOptions(device="cpu", threads=1, trust_modified=trust_modified))
     manifest = loaded.manifest
     sealed = seal_problem(src_bytes, str(src)) is None
     model = _load_model(src)

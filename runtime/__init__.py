@@ -28,20 +28,21 @@ import onnxruntime as ort
 from edgelstm.errors import ManifestError, ModelFileError, UsageError
 from edgelstm.runtime.integrity import check_structure
 from edgelstm.runtime.interface import pair_stem
-from edgelstm.runtime.model import IOSpec, Model, RunResult, StatePair
-from edgelstm.runtime.session import read_model_file
+from edgelstm.runtime.model import Model
+from edgelstm.runtime.result import IOSpec, RunResult, StatePair
+from edgelstm.runtime.session import LoadOptions, read_model_file
 from edgelstm.runtime.providers import DEVICES, ProviderPlan, plan_providers
 from edgelstm.runtime.seq2seq import Generation, Seq2SeqModel, companion_paths
 from edgelstm.runtime.group import StreamGroup
 from edgelstm.runtime.stream import Stream
 
-__all__ = ["load", "Model", "Seq2SeqModel", "Stream", "StreamGroup", "RunResult", "Generation", "IOSpec", "StatePair",
+__all__ = ["load", "LoadOptions", "Model", "Seq2SeqModel", "Stream", "StreamGroup", "RunResult", "Generation", "IOSpec", "StatePair",
            "DEVICES", "ProviderPlan", "plan_providers"]
 
 
 def load(path: str | os.PathLike | bytes, device: str | Sequence[str] = "auto", threads: int | None = None,
          fallback: bool = True, provider_options: dict[str, dict[str, Any]] | None = None, *,
-         nan: str = "raise", optimization: str = "all", session_options: ort.SessionOptions | None = None,
+         nan: str = "raise", session_options: ort.SessionOptions | None = None,
          session_config: dict[str, Any] | None = None,
          providers: Sequence[str | tuple[str, dict[str, Any]]] | None = None,
          trust_modified: bool = False) -> Model | Seq2SeqModel:
@@ -58,36 +59,34 @@ def load(path: str | os.PathLike | bytes, device: str | Sequence[str] = "auto", 
     e.g. the TensorRT engine cache path). ``nan``: ``"raise"`` (default) or ``"pass"`` for NaN/Inf
     inputs. ``session_config``: session config entries added to the session options, e.g.
     ``{"mlas.disable_kleidiai": "1"}``. ``session_options``: your own ``onnxruntime.SessionOptions``,
-    used as given (then ``threads`` and ``optimization`` must be left at their defaults: set them
-    on it). ``trust_modified``: load a file whose seal (graph + manifest) is missing or does not
-    match, with a warning (the manifest is still validated); see :mod:`edgelstm.runtime.integrity`.
+    used as given (then ``threads`` must be left at None: set it, the graph optimization level and
+    any other knob on it). ``trust_modified``: load a file whose seal (graph + manifest) is missing
+    or does not match, with a warning (the manifest is still validated); see
+    :mod:`edgelstm.runtime.integrity`. The options are checked as a
+    :class:`~edgelstm.runtime.session.LoadOptions`.
 
     A seq2seq export loads from either of its files, or from the stem ``X.onnx`` when only
     ``X.encoder.onnx`` and ``X.decoder_step.onnx`` exist; it returns a :class:`Seq2SeqModel`.
     """
-    if session_options is not None and (threads is not None or optimization != "all"):
-        raise UsageError("session_options", "threads / optimization given twice",
-                         expected="set them on the SessionOptions you pass, or pass no session_options",
-                         got=f"threads={threads!r}, optimization={optimization!r}")
     if providers is not None:
         if device != "auto":
             raise UsageError("providers", "device and providers both given", expected="one of them",
                              got=f"device={device!r}, providers={providers!r}")
         device, provider_options = _split_providers(providers, provider_options)
-    kwargs = dict(device=device, threads=threads, fallback=fallback, provider_options=provider_options,
-                  nan=nan, optimization=optimization, session_options=session_options, session_config=session_config,
-                  trust_modified=trust_modified)
+    options = LoadOptions(device=device, threads=threads, fallback=fallback, provider_options=provider_options,
+                          nan=nan, session_options=session_options, session_config=session_config,
+                          trust_modified=trust_modified)
     if isinstance(path, (bytes, bytearray, memoryview)):
-        return _load_bytes(bytes(path), kwargs)
+        return _load_bytes(bytes(path), options)
     p = Path(path)
     pair = companion_paths(p)
     if pair is None and not p.exists():
         raise ModelFileError(str(p), "model file not found", expected="an existing .onnx file (or, for seq2seq, "
                              "X.encoder.onnx and X.decoder_step.onnx)", got="no such file")
     if pair is not None and pair_stem(p.name)[1] is None:
-        return _load_pair(*pair, **kwargs)
+        return _load_pair(*pair, options)
     fpath, data = read_model_file(p)
-    model = Model(fpath, data, **kwargs)
+    model = Model(fpath, data, options)
     role = model.manifest.graph if model.manifest else "model"
     if role == "model":
         return model
@@ -99,7 +98,7 @@ def load(path: str | os.PathLike | bytes, device: str | Sequence[str] = "auto", 
                                  expected=str(other) if other else "a companion named in the manifest",
                                  got="no such file")
         other = pair[1] if role == "encoder" else pair[0]
-    other_model = Model(*read_model_file(other), **kwargs)
+    other_model = Model(*read_model_file(other), options)
     enc, dec = (model, other_model) if role == "encoder" else (other_model, model)
     _check_roles(enc, dec)
     return Seq2SeqModel(enc, dec)
@@ -108,9 +107,9 @@ def load(path: str | os.PathLike | bytes, device: str | Sequence[str] = "auto", 
 BYTES_SOURCE = "<model bytes>"  # what errors and ``model.path`` call a model given as bytes
 
 
-def _load_bytes(data: bytes, kwargs: dict) -> Model:
+def _load_bytes(data: bytes, options: LoadOptions) -> Model:
     check_structure(data, BYTES_SOURCE)
-    model = Model(Path(BYTES_SOURCE), data, from_bytes=True, **kwargs)
+    model = Model(Path(BYTES_SOURCE), data, options, from_bytes=True)
     if model.manifest is not None and model.manifest.graph != "model":
         raise ModelFileError(BYTES_SOURCE, f"a seq2seq {model.manifest.graph} graph cannot load from bytes alone",
                              expected="a single-graph model, or the pair's files", got=model.manifest.graph)
@@ -135,9 +134,9 @@ def _split_providers(providers, provider_options) -> tuple[list[str], dict[str, 
     return names, opts or None
 
 
-def _load_pair(enc_path: Path, dec_path: Path, **kwargs) -> Seq2SeqModel:
-    enc = Model(*read_model_file(enc_path), **kwargs)
-    dec = Model(*read_model_file(dec_path), **kwargs)
+def _load_pair(enc_path: Path, dec_path: Path, options: LoadOptions) -> Seq2SeqModel:
+    enc = Model(*read_model_file(enc_path), options)
+    dec = Model(*read_model_file(dec_path), options)
     _check_roles(enc, dec)
     return Seq2SeqModel(enc, dec)
 

@@ -593,11 +593,12 @@ def bench_onnx(path: str | os.PathLike, cases: Sequence[Case], settings: Setting
 
     from edgelstm.runtime.integrity import read_model_bytes
     from edgelstm.runtime.model import Model
+    from edgelstm.runtime.session import LoadOptions
 
     path = Path(path)
     # the runtime's own load: the seal, the manifest's schema and its agreement with the graph,
     # so bench refuses exactly what run refuses (one small CPU session, before the timed one)
-    manifest = Model(*read_model_bytes(path), device="cpu", threads=1, trust_modified=settings.trust_modified).manifest
+    manifest = Model(*read_model_bytes(path), LoadOptions(device="cpu", threads=1, trust_modified=settings.trust_modified)).manifest
     providers, provider_options = resolve_providers(settings.device, settings.provider_options)
     facts = graph_facts(path)
     so = session_options(settings.threads)

@@ -28,7 +28,8 @@ import numpy as np
 import onnxruntime as ort
 
 from edgelstm.errors import InputError, UsageError
-from edgelstm.runtime.model import Model, RunResult
+from edgelstm.runtime.model import Model
+from edgelstm.runtime.result import RunResult
 from edgelstm.runtime.stream import check_stream, drop_time, step_outputs
 
 

@@ -7,171 +7,32 @@ owns its recurrent state. ``Model.run`` is safe to call from several threads at 
 from __future__ import annotations
 
 import logging
-import math
-import warnings
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, NamedTuple, Sequence
+from typing import TYPE_CHECKING, Any, Mapping
 
 import numpy as np
 import onnxruntime as ort
 
-from edgelstm.errors import InputError, ManifestError, ModelFileError, UsageError
+from edgelstm.errors import InputError, ManifestError, UsageError
 from edgelstm.manifest import Manifest
+from edgelstm.runtime.inputs import InputChecks
 from edgelstm.runtime.integrity import check_model_bytes
-from edgelstm.runtime.interface import Interface, TensorInfo, pair_states, state_output_for
-from edgelstm.runtime.providers import CPU, CUDA, TRT, ort_type_to_dtype, plan_providers
-from edgelstm.runtime.session import check_threads, create_session
-from edgelstm.runtime.session import session_options as _session_options
+from edgelstm.runtime.interface import Interface, pair_states
+from edgelstm.runtime.providers import CPU, CUDA, TRT, plan_providers
+from edgelstm.runtime.result import NodePlacement, RunResult, StatePair, io_specs
+from edgelstm.runtime.session import LoadOptions, create_session, session_options
+
+if TYPE_CHECKING:  # the stream modules import this one
+    from edgelstm.runtime.group import StreamGroup
+    from edgelstm.runtime.stream import Stream
 
 log = logging.getLogger("edgelstm.runtime")
 
-NAN_MODES = ("raise", "pass")
 OUTPUT_DEVICES = ("cpu", "cuda")
 
 
-def all_finite(arr: np.ndarray) -> bool:
-    """True when every element of ``arr`` is finite, in one pass with no temporary array.
-
-    The sum is taken in ``arr``'s own dtype (no float64 upcast): under IEEE arithmetic a NaN or
-    an Inf makes the sum NaN or Inf, so a finite sum proves every element finite. A sum that
-    overflows (finite inputs near the dtype's maximum) is re-checked exactly with ``np.isfinite``.
-    For a ``[1024, 256, 128]`` float32 input this measured about 2.5x cheaper than the float64
-    sum it replaces and than ``np.isfinite(arr).all()`` (which writes a bool array), on one core.
-    The overflow / invalid warnings such a sum may raise are silenced: the answer is exact.
-    """
-    with np.errstate(over="ignore", invalid="ignore"):
-        total = np.add.reduce(arr, axis=None)
-    if math.isfinite(float(total)):
-        return True
-    return bool(np.isfinite(arr).all())
-
-
-# ---------------------------------------------------------------------------------------- specs
-@dataclass(frozen=True)
-class IOSpec:
-    """One graph input or output as the session reports it."""
-
-    name: str
-    dtype: np.dtype
-    shape: tuple  # int for fixed dims, str / None for symbolic ones
-
-    @property
-    def rank(self) -> int:
-        return len(self.shape)
-
-    def fixed(self, axis: int) -> int | None:
-        d = self.shape[axis]
-        return d if isinstance(d, int) and d > 0 else None
-
-
-@dataclass(frozen=True)
-class StatePair:
-    """Graph input ``input`` is fed from graph output ``output`` of the previous call."""
-
-    input: str
-    output: str
-    spec: IOSpec  # of the input
-
-    @property
-    def size(self) -> tuple[int | None, int | None]:
-        """(layers*directions, hidden) where fixed."""
-        return self.spec.fixed(0), self.spec.fixed(-1)
-
-
-class NodePlacement(NamedTuple):
-    name: str       # node name ("" for unnamed nodes)
-    op_type: str
-    provider: str   # e.g. "CPUExecutionProvider"
-
-
-def _io_specs(args) -> list[IOSpec]:
-    out = []
-    for a in args:
-        dt = ort_type_to_dtype(a.type)
-        out.append(IOSpec(a.name, np.dtype(dt) if dt != "str" else np.dtype(object), tuple(a.shape)))
-    return out
-
-
-def _host(value: Any) -> np.ndarray:
-    """A NumPy array of an output, also one kept on a device (``run(..., output_device=...)``)."""
-    return value.numpy() if isinstance(value, ort.OrtValue) else value
-
-
-# ---------------------------------------------------------------------------------------- result
-class RunResult:
-    """Outputs of one call. ``outputs`` maps output name -> array (state outputs excluded);
-    ``state`` maps state *input* name -> final state (feed it back as ``state=``);
-    ``labels`` decodes classifier outputs with the manifest's class names (None without them).
-    ``state`` and ``labels`` are computed on first access, so a streaming step pays nothing for them.
-    """
-
-    __slots__ = ("outputs", "_state_src", "_state", "_label_names", "_label_output", "_labels", "_lengths", "filled")
-
-    def __init__(self, outputs: dict[str, np.ndarray], state_src: dict[str, Any] | None,
-                 label_names: Sequence[str] | None, label_output: str | None, lengths=None):
-        self.outputs = outputs
-        self._state_src = state_src
-        self._state: dict[str, np.ndarray] | None = None
-        self._label_names = label_names
-        self._label_output = label_output
-        self._labels = None
-        self._lengths = lengths
-        self.filled: list[str] = []  # inputs the runtime made up (zero state, full lengths)
-
-    def __getitem__(self, name: str) -> np.ndarray:
-        return self.outputs[name]
-
-    def __contains__(self, name: str) -> bool:
-        return name in self.outputs
-
-    def __repr__(self) -> str:
-        shapes = {k: (tuple(v.shape()) if callable(v.shape) else v.shape) for k, v in self.outputs.items()}
-        return f"RunResult(outputs={shapes}, state={list(self._state_src or [])})"
-
-    @property
-    def state(self) -> dict[str, np.ndarray]:
-        if self._state_src is None:
-            raise UsageError("state", "a stream step result does not hold the state (the stream reuses its "
-                             "buffers)", expected="stream.state", got="result.state")
-        if self._state is None:
-            self._state = {k: (v.numpy() if isinstance(v, ort.OrtValue) else v) for k, v in self._state_src.items()}
-        return self._state
-
-    @property
-    def predictions(self) -> np.ndarray | None:
-        """Arg-max class index per sequence (``[batch]``) or per step (``[batch, time]``)."""
-        if self._label_output is None:
-            return None
-        return np.argmax(_host(self.outputs[self._label_output]), axis=-1)
-
-    @property
-    def labels(self) -> list | None:
-        """Class names: one per sequence for ``logits [b, K]``; a list per sequence (valid steps
-        only) for ``y [b, t, K]``. None when the manifest has no labels."""
-        if self._labels is None and self._label_names is not None and self._label_output is not None:
-            idx = self.predictions
-            names = self._label_names
-            if idx.ndim == 1:
-                self._labels = [names[i] for i in idx]
-            else:
-                lens = self._lengths if self._lengths is not None else [idx.shape[1]] * idx.shape[0]
-                self._labels = [[names[i] for i in row[:n]] for row, n in zip(idx, lens)]
-        return self._labels
-
-    def to_dict(self) -> dict:
-        """JSON-ready: outputs and state as nested lists, labels where known."""
-        d: dict[str, Any] = {"outputs": {k: _host(v).tolist() for k, v in self.outputs.items()},
-                             "state": {k: v.tolist() for k, v in (self.state if self._state_src is not None
-                                                                   else {}).items()}}
-        if self.labels is not None:
-            d["labels"] = self.labels
-        return d
-
-
-# ---------------------------------------------------------------------------------------- loading
 # ---------------------------------------------------------------------------------------- model
-class Model:
+class Model(InputChecks):
     """A loaded model: use :meth:`run` for whole sequences, :meth:`stream` for step-by-step input.
 
     Attributes: ``manifest`` (None for a bare ONNX file), ``inputs`` / ``outputs``
@@ -179,28 +40,24 @@ class Model:
     (:class:`StatePair` list), ``x_name``, ``lengths_name``, ``labels``, ``streamable``.
     """
 
-    def __init__(self, path: Path, data: bytes, *, device: str | Sequence[str] = "auto",
-                 threads: int | None = None, fallback: bool = True,
-                 provider_options: dict[str, dict[str, Any]] | None = None, nan: str = "raise",
-                 optimization: str = "all", session_options: ort.SessionOptions | None = None,
-                 session_config: dict[str, Any] | None = None, from_bytes: bool = False,
-                 trust_modified: bool = False):
-        if nan not in NAN_MODES:
-            raise UsageError("nan", "unknown NaN/Inf policy", expected=list(NAN_MODES), got=nan)
-        threads = check_threads(threads)
+    def __init__(self, path: Path, data: bytes, options: LoadOptions | None = None, *, from_bytes: bool = False):
+        """``options``: how to load (:class:`~edgelstm.runtime.session.LoadOptions`, checked there);
+        ``from_bytes``: the session is made from ``data`` (``path`` only names the model)."""
+        opts = options if options is not None else LoadOptions()
+        threads = opts.threads
         self.path = path
         # the seal and the manifest's schema are checked before onnxruntime parses the file
-        self.manifest = check_model_bytes(data, str(path), trust_modified=trust_modified)
-        self.nan = nan
+        self.manifest = check_model_bytes(data, str(path), trust_modified=opts.trust_modified)
+        self.nan = opts.nan
         self.threads = threads
         self._cast_warned: set[tuple[str, str]] = set()
-        self._plan = plan_providers(device, fallback=fallback, provider_options=provider_options)
-        so = _session_options(threads, optimization=optimization, base=session_options, config=session_config)
+        self._plan = plan_providers(opts.device, fallback=opts.fallback, provider_options=opts.provider_options)
+        so = session_options(threads, base=opts.session_options, config=opts.session_config)
         self.session = create_session(path, self._plan, so, data if from_bytes else None)
         self.providers: list[str] = list(self.session.get_providers())
-        self._check_active_provider(fallback)
-        self.inputs = _io_specs(self.session.get_inputs())
-        self.outputs = _io_specs(self.session.get_outputs())
+        self._check_active_provider(opts.fallback)
+        self.inputs = io_specs(self.session.get_inputs())
+        self.outputs = io_specs(self.session.get_outputs())
         self._in = {s.name: s for s in self.inputs}
         self._out = {s.name: s for s in self.outputs}
         if self.manifest is not None:
@@ -445,131 +302,6 @@ class Model:
     def __repr__(self) -> str:
         return f"Model({str(self.path)!r}, family={self.family}, task={self.task}, providers={self.providers})"
 
-    # -------------------------------------------------------------- input checks
-    def check_nan(self, name: str, arr: np.ndarray, nan: str | None = None) -> None:
-        """Raise :class:`InputError` naming ``name`` for NaN/Inf in ``arr`` (policy ``nan``, default the model's)."""
-        if (nan or self.nan) == "pass" or arr.dtype.kind != "f":
-            return
-        if all_finite(arr):  # one pass over the input (see all_finite)
-            return
-        bad = ~np.isfinite(arr)
-        if bad.any():
-            first = tuple(int(i) for i in np.argwhere(bad)[0])
-            raise InputError(name, "input contains NaN or Inf (pass nan='pass' to allow)",
-                             expected="finite values", got=f"{int(bad.sum())} non-finite, first at index {first}")
-
-    def prepare_x(self, x: Any, *, rank: int | None = None, name: str | None = None, nan: str | None = None,
-                  frame: bool | None = None) -> np.ndarray:
-        """Validate the primary input (``x``, any dtype and rank: ``[batch, time, features]``,
-        token ids ``[batch, time]`` or ``[time, batch]``, an image ``[batch, 1, H, W]``...), cast it
-        to the graph's dtype, check NaN/Inf (floats) or the id range (tokens), apply the
-        manifest's normalization. ``frame=True`` (or the older ``rank=2``): one step, the input's
-        shape without its time axis."""
-        spec = self._in[self.x_name]
-        info = self.interface.input(self.x_name)
-        name = name or self.x_name or "x"
-        frame = bool(frame) if frame is not None else (rank is not None and rank == spec.rank - 1)
-        arr = np.asarray(x)
-        if arr.dtype.kind not in "iu" and info.role == "tokens":
-            raise InputError(name, "wrong dtype", expected=f"integer token ids ({spec.dtype.name})", got=arr.dtype.name)
-        if arr.dtype.kind != "f" and spec.dtype.kind == "f":
-            raise InputError(name, "wrong dtype", expected=f"floating point ({spec.dtype.name})", got=arr.dtype.name)
-        want = info.layout(frame=frame)
-        axes = [i for i in range(spec.rank) if not (frame and i == info.time_axis)]
-        if arr.ndim != len(axes):
-            raise InputError(name, "wrong rank", expected=f"{len(axes)}-D {want}", got=f"{arr.ndim}-D shape {arr.shape}")
-        batch_axis = info.frame_axis(info.batch_axis) if frame else info.batch_axis
-        if batch_axis is not None and arr.shape[batch_axis] < 1:
-            raise InputError(name, "empty batch", expected=f"at least one sequence: {want} with batch >= 1",
-                             got=f"shape {arr.shape}")
-        if not frame and info.time_axis is not None and arr.shape[info.time_axis] < 1:
-            raise InputError(name, "no time steps", expected=f"{want} with time >= 1", got=f"shape {arr.shape}")
-        for k, axis in enumerate(axes):
-            f = spec.fixed(axis)
-            if f is not None and arr.shape[k] != f:
-                what = "wrong feature size" if _classic(info) and axis == 2 else f"wrong size of dimension {axis}"
-                raise InputError(name, what, expected=f, got=arr.shape[k])
-        if arr.dtype != spec.dtype:  # another float (or int) type: cast, and say so once per input and dtype
-            if (name, arr.dtype.name) not in self._cast_warned and spec.dtype.kind == "f":
-                self._cast_warned.add((name, arr.dtype.name))
-                warnings.warn(f"{name}: {arr.dtype.name} input cast to the graph's {spec.dtype.name}",
-                              RuntimeWarning, stacklevel=4)
-            arr = arr.astype(spec.dtype)
-        if info.role == "tokens":
-            check_token_range(name, arr, info)
-        self.check_nan(name, arr, nan)
-        if self._norm is not None:
-            scale, offset = self._norm
-            out = np.multiply(arr, scale)  # one new array (C-contiguous), then the offset in place
-            out += offset
-            return out
-        return np.ascontiguousarray(arr)
-
-    def prepare_lengths(self, lengths: Any, batch: int, time: int) -> np.ndarray:
-        dtype = self._in[self.lengths_name].dtype if self.lengths_name else np.dtype(np.int32)
-        if lengths is None:
-            if time is None:
-                raise InputError(self.lengths_name or "lengths", "missing input: no input has a time axis to "
-                                 "take full lengths from", expected="a lengths array [batch]", got=None)
-            return np.full(batch, time, dtype=dtype)
-        arr = np.asarray(lengths)
-        if arr.ndim == 0:
-            arr = np.full(batch, int(arr), dtype=dtype)
-        if arr.dtype.kind not in "iu":
-            if arr.dtype.kind == "f" and np.all(arr == np.round(arr)):
-                arr = arr.astype(dtype)
-            else:
-                raise InputError("lengths", "wrong dtype", expected="integers", got=arr.dtype.name)
-        if arr.shape != (batch,):
-            raise InputError("lengths", "wrong shape", expected=f"[{batch}] (one per sequence)", got=list(arr.shape))
-        if arr.size and (arr.min() < 1 or (time is not None and arr.max() > time)):
-            raise InputError("lengths", "length out of range", expected=f"1..{time}",
-                             got=f"min {int(arr.min())}, max {int(arr.max())}")
-        return arr.astype(dtype, copy=False)
-
-    def zero_state(self, batch: int) -> dict[str, np.ndarray]:
-        out = {}
-        m = self.manifest
-        for s in self.states:
-            info = self.interface.input(s.input)
-            defaults = None
-            if m is not None and info.rank == 3:  # [layers*directions, batch, hidden] with symbolic sizes
-                defaults = {0: m.layers * m.directions, 2: m.hidden_size}
-            try:
-                out[s.input] = self.interface.fill(s.input, batch, None, defaults=defaults)
-            except InputError:
-                raise InputError(s.input, "state size is symbolic and there is no manifest; pass state=",
-                                 expected="a state array", got=list(s.spec.shape)) from None
-        return out
-
-    def prepare_state(self, state: Mapping[str, Any] | None, batch: int) -> dict[str, np.ndarray]:
-        zeros = self.zero_state(batch)
-        if state is None:
-            return zeros
-        if not isinstance(state, Mapping):
-            raise InputError("state", "wrong type", expected=f"a dict with keys {list(zeros)}", got=type(state).__name__)
-        by_out = {s.output: s.input for s in self.states}
-        out = {}
-        for key, value in state.items():
-            name = by_out.get(key, key)
-            if name not in zeros:
-                raise InputError("state", f"unknown state name {key!r}", expected=sorted(zeros), got=key)
-            arr = np.asarray(value)
-            want = zeros[name]
-            if arr.shape != want.shape:
-                axis = self.interface.input(name).batch_axis
-                what = ("batch does not match" if arr.ndim == want.ndim and axis is not None and arr.shape[axis] != batch
-                        else "wrong shape")
-                raise InputError(name, f"state {what}", expected=list(want.shape), got=list(arr.shape))
-            if arr.dtype.kind != "f":
-                raise InputError(name, "wrong dtype", expected=want.dtype.name, got=arr.dtype.name)
-            self.check_nan(name, arr)
-            out[name] = np.ascontiguousarray(arr, dtype=want.dtype)
-        missing = set(zeros) - set(out)
-        if missing:
-            raise InputError("state", "incomplete state", expected=sorted(zeros), got=sorted(out))
-        return out
-
     # -------------------------------------------------------------- running
     def run(self, x: Any = None, lengths: Any = None, state: Mapping[str, Any] | None = None, *,
             inputs: Mapping[str, Any] | None = None, output_device: str | None = None) -> RunResult:
@@ -658,71 +390,6 @@ class Model:
         outs = bnd.get_outputs()
         return [outs[i] for i in range(len(names))] if output_device else [v.numpy() for v in outs]
 
-    def _check_ortvalue_x(self, x: ort.OrtValue) -> ort.OrtValue:
-        name, spec = self.x_name, self._in[self.x_name]
-        if self._norm is not None:
-            raise UsageError(name, "this model normalizes its input on the host; a device-resident OrtValue "
-                             "would skip that", expected="a numpy array (normalized by the runtime)",
-                             got="an OrtValue")
-        shape = list(x.shape())
-        if not _classic(self.interface.input(name)):
-            return self._check_ortvalue(name, x, spec)
-        if len(shape) != 3 or shape[0] < 1 or shape[1] < 1:
-            raise InputError(name, "wrong shape", expected="[batch >= 1, time >= 1, features]", got=shape)
-        f = spec.fixed(-1)
-        if f is not None and shape[-1] != f:
-            raise InputError(name, "wrong feature size", expected=f, got=shape[-1])
-        return self._check_ortvalue(name, x, spec)
-
-    def _check_ortvalue(self, name: str, value: ort.OrtValue, spec: IOSpec) -> ort.OrtValue:
-        """A device-resident input: its dtype must be the graph's (no cast without a host copy),
-        its shape the graph's where fixed; no NaN/Inf scan. States are taken as numpy only."""
-        if name in {s.input for s in self.states}:
-            raise UsageError(name, "a state is taken as a numpy array (state=...), not as an OrtValue",
-                             expected="numpy", got="an OrtValue")
-        shape, dtype = list(value.shape()), ort_type_to_dtype(value.data_type())
-        if dtype != spec.dtype.name:
-            raise InputError(name, "wrong dtype", expected=spec.dtype.name, got=dtype)
-        if len(shape) != spec.rank or 0 in shape:
-            raise InputError(name, "wrong shape", expected=list(spec.shape), got=shape)
-        for axis, d in enumerate(spec.shape):
-            if isinstance(d, int) and d > 0 and shape[axis] != d:
-                raise InputError(name, f"wrong size of dimension {axis}", expected=d, got=shape[axis])
-        return value
-
-    def _check_named_inputs(self, inputs: Mapping[str, Any]) -> dict[str, np.ndarray]:
-        out = {}
-        for name, value in inputs.items():
-            spec = self._in.get(name)
-            if spec is None:
-                raise InputError(name, "unknown input", expected=[s.name for s in self.inputs], got=name)
-            if name == self.x_name:
-                out[name] = self._check_ortvalue_x(value) if isinstance(value, ort.OrtValue) else self.prepare_x(value)
-                continue
-            if isinstance(value, ort.OrtValue):
-                out[name] = self._check_ortvalue(name, value, spec)
-                continue
-            arr = np.asarray(value)
-            if arr.ndim != spec.rank:
-                raise InputError(name, "wrong rank", expected=f"{spec.rank}-D {list(spec.shape)}",
-                                 got=f"{arr.ndim}-D {list(arr.shape)}")
-            if arr.size == 0:
-                raise InputError(name, "empty input (a dimension of size 0)",
-                                 expected=f"every dimension >= 1 ({list(spec.shape)})", got=f"shape {arr.shape}")
-            for axis, d in enumerate(spec.shape):
-                if isinstance(d, int) and d > 0 and arr.shape[axis] != d:
-                    raise InputError(name, f"wrong size of dimension {axis}", expected=d, got=arr.shape[axis])
-            if arr.dtype != spec.dtype:
-                if arr.dtype.kind != spec.dtype.kind and not (arr.dtype.kind in "iu" and spec.dtype.kind in "iu"):
-                    raise InputError(name, "wrong dtype", expected=spec.dtype.name, got=arr.dtype.name)
-                arr = arr.astype(spec.dtype)
-            info = self.interface.input(name)
-            if info.role == "tokens":
-                check_token_range(name, arr, info)
-            self.check_nan(name, arr)
-            out[name] = np.ascontiguousarray(arr)
-        return out
-
     def _result(self, values: dict[str, Any], lengths=None) -> RunResult:
         state = {s.input: values.pop(s.output) for s in self.states}
         return RunResult(values, state, self.labels, self.label_output, lengths)
@@ -739,22 +406,6 @@ class Model:
         from edgelstm.runtime.group import StreamGroup
 
         return StreamGroup(self, n, nan=nan)
-
-
-def _classic(info: TensorInfo) -> bool:
-    """edgelstm's own layout: float ``[batch, time, features]`` (its messages keep those words)."""
-    return info.role == "data" and info.rank == 3 and info.batch_axis == 0 and info.time_axis == 1
-
-
-def check_token_range(name: str, arr: np.ndarray, info: TensorInfo) -> None:
-    """Token ids outside the embedding table would read past it (onnxruntime: an index error)."""
-    if info.token_range is None or arr.size == 0:
-        return
-    low, high = info.token_range
-    lo, hi = int(arr.min()), int(arr.max())
-    if lo < low or hi >= high:
-        raise InputError(name, "token id out of range", expected=f"ids in {low}..{high - 1}",
-                         got=f"min {lo}, max {hi}")
 
 
 def _unavailable(primary: str, active: list[str], why: str):

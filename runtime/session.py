@@ -7,8 +7,9 @@ once. Torch-free: numpy, onnxruntime and the standard library.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import onnxruntime as ort
@@ -16,6 +17,42 @@ import onnxruntime as ort
 from edgelstm.errors import ModelFileError, UsageError
 from edgelstm.runtime.integrity import read_model_bytes
 from edgelstm.runtime.providers import ProviderPlan
+
+NAN_MODES = ("raise", "pass")
+
+
+@dataclass(frozen=True)
+class LoadOptions:
+    """How :func:`edgelstm.runtime.load` makes a model's session(s); checked when made.
+
+    ``device``: ``auto``, ``cpu``, ``cuda``, ``tensorrt``, ``arm``, ``coreml``, ``nnapi``, ``qnn``
+    or a list of onnxruntime provider names; ``threads``: intra-op threads (None or 0 =
+    onnxruntime's default); ``fallback``: fall back to the next available provider (False raises
+    :class:`~edgelstm.errors.ProviderUnavailableError`); ``provider_options``: provider name ->
+    options; ``nan``: ``"raise"`` or ``"pass"`` for NaN/Inf inputs; ``session_options``: the
+    caller's own ``onnxruntime.SessionOptions``, used as given (``threads`` must then stay None:
+    set it, the graph optimization level and any other knob on those options);
+    ``session_config``: session config entries added to the options; ``trust_modified``: load a
+    file whose seal does not match, with a warning.
+    """
+
+    device: str | Sequence[str] = "auto"
+    threads: int | None = None
+    fallback: bool = True
+    provider_options: dict[str, dict[str, Any]] | None = None
+    nan: str = "raise"
+    session_options: ort.SessionOptions | None = None
+    session_config: dict[str, Any] | None = None
+    trust_modified: bool = False
+
+    def __post_init__(self) -> None:
+        if self.nan not in NAN_MODES:
+            raise UsageError("nan", "unknown NaN/Inf policy", expected=list(NAN_MODES), got=self.nan)
+        object.__setattr__(self, "threads", check_threads(self.threads))
+        if self.session_options is not None and self.threads is not None:
+            raise UsageError("session_options", "threads given twice",
+                             expected="set it on the SessionOptions you pass, or pass no session_options",
+                             got=f"threads={self.threads!r}")
 
 
 def read_model_file(path: str | os.PathLike) -> tuple[Path, bytes]:

@@ -37,7 +37,9 @@ import onnxruntime as ort
 
 from edgelstm.errors import InputError, StreamInUseError, UnsupportedError, UsageError
 from edgelstm.fileio import atomic_path
-from edgelstm.runtime.model import NAN_MODES, Model, RunResult
+from edgelstm.runtime.model import Model
+from edgelstm.runtime.result import RunResult
+from edgelstm.runtime.session import NAN_MODES
 
 
 def check_stream(model: Model, nan: str | None) -> str:

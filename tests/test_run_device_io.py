@@ -15,7 +15,7 @@ import pytest
 
 from edgelstm import runtime
 from edgelstm.errors import InputError, UsageError
-from edgelstm.runtime.model import all_finite
+from edgelstm.runtime.inputs import all_finite
 
 sys.path.insert(0, str(Path(__file__).parent))
 pytest.importorskip("onnx")

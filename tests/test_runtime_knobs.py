@@ -50,7 +50,7 @@ def test_session_config_and_own_session_options(path, x):
 
 
 @pytest.mark.parametrize("kwargs,match", [
-    (dict(session_options=ort.SessionOptions(), threads=2), "session_options | threads / optimization given twice"),
+    (dict(session_options=ort.SessionOptions(), threads=2), "session_options | threads given twice"),
     (dict(session_options="fast"), "session_options | not an onnxruntime.SessionOptions"),
     (dict(providers=[CPU], device="cpu"), "providers | device and providers both given"),
     (dict(providers=[(CPU,)]), "providers | entries are provider names or (name, options) pairs"),
