@@ -1,5 +1,12 @@
-"""edgelstm.runtime: the torch-free runtime. Imports only numpy, onnxruntime and the stdlib
-(plus the stdlib-only ``edgelstm.errors`` / ``edgelstm.manifest`` / ``edgelstm.fileio``).
+"""edgelstm.runtime: the torch-free runtime, and the exported file's contract.
+
+May import: numpy, onnxruntime, the standard library and the torch-free floor of edgelstm
+(``edgelstm.errors``, ``edgelstm.manifest``, ``edgelstm.fileio``, ``edgelstm.units``, the array
+loader ``edgelstm.data.readers``); never torch, onnx or ``edgelstm.cli`` (``tests/test_layers.py``).
+Imported by: everything else (exporters, verify, the benchmark, the CLI, the device examples).
+Modules: ``interface`` (roles, state pairing, pair names) and ``integrity`` (manifest read/write,
+seal, ONNX wire reader): the contract; ``session`` (session setup, the thread rule, LoadOptions);
+``providers``; ``model`` + ``inputs`` + ``result`` (one graph); ``stream``, ``group``; ``seq2seq``.
 
 ::
 
