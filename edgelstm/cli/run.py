@@ -107,9 +107,9 @@ SCHEMA = "edgelstm.run/1"
               help="Write the output arrays (and the final state, under the state output names) to this .npz.")
 @options.json_out
 @options.trust_modified
-def run_cmd(**options) -> None:
+def run_cmd(**params) -> None:
     """Run MODEL.onnx on data and print the outputs (labels for classifiers)."""
-    args = RunArgs(**options)
+    args = RunArgs(**params)
     from edgelstm import runtime
     from edgelstm.runtime.providers import check_provider_options, parse_provider_options
 

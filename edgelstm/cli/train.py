@@ -32,9 +32,9 @@ from edgelstm.errors import UnknownChoiceError
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @overwrite_option
 @options.json_out
-def train_command(**options) -> int:
+def train_command(**params) -> int:
     """Train a model and write OUT/model.safetensors, config.json, metrics.json, history.json."""
-    args = TrainArgs(**options)
+    args = TrainArgs(**params)
     from edgelstm.models.config import FAMILY_NAMES
 
     if args.family not in FAMILY_NAMES:

@@ -44,13 +44,13 @@ from edgelstm.errors import EdgeLSTMError, UsageError
 @click.option("--plot", type=click.Path(dir_okay=False), default=None, help="PNG of drift error vs time step.")
 @click.option("-q", "--quiet", is_flag=True, help="Print only the verdict line.")
 @options.trust_modified
-def verify_cmd(**options) -> int:
+def verify_cmd(**params) -> int:
     """Verify MODEL.onnx: outputs, task agreement, streaming parity, long-horizon drift, batch
     invariance and state round-trip, on every requested device and for every --against file.
 
     A seq2seq export is verified as its encoder / decoder-step pair: give OUT.onnx (the stem),
     OUT.encoder.onnx or OUT.decoder_step.onnx (and the same for --against)."""
-    args = VerifyArgs(**options)
+    args = VerifyArgs(**params)
     try:
         return _verify(args)
     except EdgeLSTMError as e:

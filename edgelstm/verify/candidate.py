@@ -62,7 +62,7 @@ def compare(tol: Tolerances, prof: Profile, ref: dict, got: dict, names) -> tupl
     return not problems, per, problems
 
 
-def worst(per: dict) -> dict:
+def worst_stats(per: dict) -> dict:
     if not per:
         return {}
     name = max(per, key=lambda n: (not per[n]["passed"], per[n]["max_abs"]))

@@ -15,8 +15,8 @@ import numpy as np
 from edgelstm.stats import snr_db, trend
 from edgelstm.verify import inputs as inp
 from edgelstm.verify.backends import Backend, GraphSpec
-from edgelstm.verify.candidate import Candidate, compare, is_per_step, worst
-from edgelstm.verify.common import why
+from edgelstm.verify.candidate import Candidate, compare, is_per_step, worst_stats
+from edgelstm.verify.common import describe_error
 from edgelstm.verify.result import CheckResult
 
 MAX_CURVE_POINTS = 400       # drift curves are downsampled to this many points in the report
@@ -70,10 +70,10 @@ def _add_parity(result, check: str, cand: Candidate, tol, outputs: Callable[[], 
         expected, got = outputs()
         ok, per, problems = compare(tol, cand.profile, expected, got, cand.spec.output_names)
     except Exception as e:
-        ok, per, problems = False, {}, [f"run failed: {why(e)}"]
+        ok, per, problems = False, {}, [f"run failed: {describe_error(e)}"]
     msg = f"{failure}: " + "; ".join(problems) if problems else ""
     result.add(CheckResult(check, cand.backend.name, "whole sequence", None, ok,
-                           f"{rule}, {cand.profile.precision} profile", msg, case, worst(per)))
+                           f"{rule}, {cand.profile.precision} profile", msg, case, worst_stats(per)))
 
 
 def check_streaming(result, candidates, spec, tol, chunks, rng) -> None:
@@ -84,7 +84,7 @@ def check_streaming(result, candidates, spec, tol, chunks, rng) -> None:
             whole = cand.backend.run(feeds)
         except Exception as e:
             result.add(CheckResult("streaming", cand.backend.name, "whole sequence", None, False,
-                                   message=f"run failed: {why(e)}"))
+                                   message=f"run failed: {describe_error(e)}"))
             continue
         for chunk in chunks:
             _add_parity(result, "streaming", cand, tol,
@@ -136,7 +136,7 @@ def check_drift(result, baseline, candidates, spec, tol, steps, chunk, rng) -> N
             c_steps, got = _stream_curve(cand.backend, cand.spec, x, init, chunk)
         except Exception as e:
             result.add(CheckResult("drift", cand.backend.name, result.reference, None, False,
-                                   message=f"run failed: {why(e)}", case=f"steps={steps}"))
+                                   message=f"run failed: {describe_error(e)}", case=f"steps={steps}"))
             continue
         curves, per, problems = {}, {}, []
         for n in spec.output_names:
@@ -217,7 +217,7 @@ def check_batch_invariance(result, candidates, spec, tol, rng) -> None:
                     else:
                         inside[n] = v[i:i + 1]
                 ok, per, probs = compare(tol, cand.profile, alone, inside, spec.output_names)
-                per_sample[f"sample{i}(len={t})"] = worst(per)
+                per_sample[f"sample{i}(len={t})"] = worst_stats(per)
                 if int8:
                     for n in alone:
                         if n in inside:
@@ -234,7 +234,7 @@ def check_batch_invariance(result, candidates, spec, tol, rng) -> None:
                                           {n: np.concatenate(v) for n, v in pooled_inside.items()}, spec.output_names)
                 problems += [f"all samples pooled: {p}" for p in probs]
         except Exception as e:
-            problems.append(f"run failed: {why(e)}")
+            problems.append(f"run failed: {describe_error(e)}")
         worst = max(per_sample.values(), key=lambda s: s.get("max_abs", 0), default={})
         stats = {"max_abs": worst.get("max_abs"), "snr_db": worst.get("snr_db"), "cosine": worst.get("cosine"),
                  "per_sample": per_sample}

@@ -12,7 +12,7 @@ from edgelstm.errors import EdgeLSTMError
 from edgelstm.stats import error_stats, top1_agreement
 from edgelstm.verify import inputs as inp
 from edgelstm.verify.candidate import mask_padding
-from edgelstm.verify.common import why
+from edgelstm.verify.common import describe_error
 from edgelstm.verify.result import CheckResult
 
 
@@ -29,7 +29,7 @@ def check_outputs(result, baseline, spec0, candidates, case_list, tol, checks) -
         except Exception as e:
             for check in ("outputs", "task"):
                 if check in checks:
-                    result.add(CheckResult(check, name, result.reference, None, False, message=f"run failed: {why(e)}"))
+                    result.add(CheckResult(check, name, result.reference, None, False, message=f"run failed: {describe_error(e)}"))
             continue
         if "outputs" in checks:
             for out in spec.output_names:
@@ -42,7 +42,7 @@ def check_outputs(result, baseline, spec0, candidates, case_list, tol, checks) -
                     got = np.concatenate([g[out].ravel() for g in got_outs]).astype(np.float64)
                     per_case = [error_stats(r[out], g[out], name=out).max_abs for r, g in zip(ref_outs, got_outs)]
                 except EdgeLSTMError as e:  # shape mismatch, named
-                    result.add(CheckResult("outputs", name, result.reference, out, False, message=why(e)))
+                    result.add(CheckResult("outputs", name, result.reference, out, False, message=describe_error(e)))
                     continue
                 s = error_stats(ref, got, name=out)
                 ok, rule, why = tol.judge(out, s, prof)

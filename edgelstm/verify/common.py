@@ -15,7 +15,7 @@ import numpy as np
 from edgelstm.errors import EdgeLSTMError, UsageError
 
 
-def why(e: Exception) -> str:
+def describe_error(e: Exception) -> str:
     """One line for a check that could not run: the typed error's own text, else the type and message."""
     return str(e) if isinstance(e, EdgeLSTMError) else f"{type(e).__name__}: {e}"
 

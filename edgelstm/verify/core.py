@@ -36,7 +36,7 @@ from edgelstm.verify.backends import (Backend, GraphSpec, NumpyBackend, OrtBacke
 from edgelstm.verify.candidate import Candidate
 from edgelstm.verify.checks_state import check_batch_invariance, check_drift, check_roundtrip, check_streaming
 from edgelstm.verify.checks_task import check_outputs
-from edgelstm.verify.common import environment, take_baseline, why
+from edgelstm.verify.common import describe_error, environment, take_baseline
 from edgelstm.verify.options import VerifyOptions
 from edgelstm.verify.result import VerifyResult
 from edgelstm.verify.tolerance import INT8_PRECISIONS, Tolerances, parse_overrides, profile_for, select_profile
@@ -170,7 +170,7 @@ def _candidates(result: VerifyResult, graphs: list, opts: VerifyOptions) -> list
             try:
                 b = cls(g_proto, g_spec)
             except Exception as e:  # an operator the oracle does not implement, for instance
-                result.skip(f"{oracle}[{g_spec.label}]", why(e))
+                result.skip(f"{oracle}[{g_spec.label}]", describe_error(e))
                 continue
             candidates.append(Candidate(b, g_spec, prof))
     return candidates
@@ -181,7 +181,7 @@ def _run_data(result, run_dir: Path, spec: GraphSpec, limit: int | None):
     try:
         data = inp.load_run_data(run_dir, spec.manifest, max_rows=limit)
     except (DataError, UnknownChoiceError) as e:  # no data set in the config, a file that moved...
-        result.skip("run data", why(e))
+        result.skip("run data", describe_error(e))
         return None
     result.config["run_data"] = data.source
     return data

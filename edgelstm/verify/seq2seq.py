@@ -37,7 +37,7 @@ from edgelstm.runtime.interface import pair_paths, pair_stem
 from edgelstm.runtime.providers import check_provider_options
 from edgelstm.verify.backends import (Backend, GraphSpec, NumpyBackend, OrtBackend, ReferenceBackend,
                                       load_graph, load_torch_reference, resolve_provider)
-from edgelstm.verify.common import environment, take_baseline, why
+from edgelstm.verify.common import describe_error, environment, take_baseline
 from edgelstm.verify.options import VerifyOptions
 from edgelstm.verify.result import CheckResult, VerifyResult
 from edgelstm.stats import error_stats, top1_agreement
@@ -354,7 +354,7 @@ def verify_pair(model, opts: VerifyOptions, *, reference=None) -> VerifyResult:
             try:
                 gp = GraphPair(oracle, pair, cls(pair.enc_proto, pair.encoder), cls(pair.dec_proto, pair.decoder))
             except Exception as e:
-                result.skip(f"{oracle}[{pair.label}]", why(e))
+                result.skip(f"{oracle}[{pair.label}]", describe_error(e))
                 continue
             cands.append(_Cand(gp, pair, prof))
     if baseline is None:
@@ -388,7 +388,7 @@ def verify_pair(model, opts: VerifyOptions, *, reference=None) -> VerifyResult:
             case_list.append(run_data_case(run_dir, main, bos, opts.data_limit))
             result.config["run_data"] = case_list[-1].name
         except (DataError, UnknownChoiceError) as e:
-            result.skip("run data", why(e))
+            result.skip("run data", describe_error(e))
     if case_list[-1].labels is not None:
         # decode at least as far as the longest label (eos included)
         max_len = max(max_len, int(case_list[-1].labels.shape[1]))
@@ -406,12 +406,12 @@ def verify_pair(model, opts: VerifyOptions, *, reference=None) -> VerifyResult:
 
 def _failed_run(result, cand, checks, e) -> None:
     if cand.backend.oracle and isinstance(e, UnsupportedError):  # an operator the oracle lacks
-        result.skip(cand.backend.name, why(e))
+        result.skip(cand.backend.name, describe_error(e))
         return
     for check in ("outputs", "task"):
         if check in checks:
             result.add(CheckResult(check, cand.backend.name, result.reference, None, False,
-                                   message=f"run failed: {why(e)}"))
+                                   message=f"run failed: {describe_error(e)}"))
 
 
 def _check_outputs_task(result, baseline, cands, case_list, tol, checks, max_len, bos, eos) -> None:
@@ -432,7 +432,7 @@ def _check_outputs_task(result, baseline, cands, case_list, tol, checks, max_len
                     got = np.concatenate([g[out].ravel() for g in got_tf]).astype(np.float64)
                     per_case = [error_stats(r[out], g[out], name=out).max_abs for r, g in zip(ref_tf, got_tf)]
                 except EdgeLSTMError as e:  # shape mismatch, named
-                    result.add(CheckResult("outputs", cand.backend.name, result.reference, out, False, message=why(e)))
+                    result.add(CheckResult("outputs", cand.backend.name, result.reference, out, False, message=describe_error(e)))
                     continue
                 s = error_stats(ref, got, name=out)
                 ok, rule, why = tol.judge(out, s, cand.profile)
@@ -558,9 +558,9 @@ def _check_batch_invariance(result, cands, case: S2SCase, tol) -> None:
                         problems.append(f"source {i} (length {n}) {out}: {why}")
         except Exception as e:
             if cand.backend.oracle and isinstance(e, UnsupportedError):
-                result.skip(f"batch_invariance [{cand.backend.name}]", why(e))
+                result.skip(f"batch_invariance [{cand.backend.name}]", describe_error(e))
                 continue
-            problems.append(f"run failed: {why(e)}")
+            problems.append(f"run failed: {describe_error(e)}")
         result.add(CheckResult("batch_invariance", cand.backend.name, "source alone", None, not problems,
                                f"in padded batch == alone, {cand.profile.precision} profile", "; ".join(problems),
                                f"{case.name} lengths={case.lengths.tolist()}", worst))
