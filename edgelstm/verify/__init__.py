@@ -19,6 +19,14 @@ object can serve several calls: ``verify(path, VerifyOptions(steps=0), reference
 Seq2seq exports are verified as their encoder / decoder-step pair: pass the stem (``model.onnx``)
 or either file. Heavy modules (onnx, onnxruntime, torch) are imported
 when used, not when this package is imported.
+
+The package: ``options`` (VerifyOptions), ``core`` (the single-graph harness: backends, inputs,
+then ``checks_task`` for outputs/task and ``checks_state`` for streaming, drift, batch
+invariance and the state round-trip, on ``candidate``'s comparisons), ``seq2seq`` (the pair),
+``common`` (what both harnesses share), ``backends``/``interp``/``inputs``/``tolerance``/
+``result``/``summary``. It may import the runtime, the exporters' user-model loader, numpy,
+onnx, onnxruntime and torch (those three lazily), never ``edgelstm.cli``; it is imported by
+``edgelstm.cli.verify`` and the demo.
 """
 from __future__ import annotations
 
