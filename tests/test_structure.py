@@ -6,7 +6,8 @@
 * no module over :data:`MAX_LINES` lines;
 * no function with more than :data:`MAX_PARAMS` parameters (``self``/``cls`` not counted,
   ``*args`` and ``**kwargs`` one each), except the reference cells of ``edgelstm/reference.py``,
-  which mirror the ONNX operators' inputs and attributes.
+  which mirror the ONNX operators' inputs and attributes;
+* the special token ids and the label padding spelled once, in ``edgelstm/tokens.py``.
 
 The places other work in flight is fixing are listed in :data:`KNOWN` (xfail, not strict); the
 list is emptied when that work lands, and then every entry must pass.
@@ -40,6 +41,9 @@ KNOWN = {
     "params:exporters/quantize.py": "lands with helper B",
     "params:runtime/__init__.py": "lands with the lead",
     "params:runtime/model.py": "lands with the lead",
+    "tokens:edgelstm/verify/inputs.py": "lands with helper B (IGNORE_LABEL -> edgelstm.tokens.IGNORE_INDEX)",
+    "tokens:exporters/quantize.py": "lands with helper B (-100 -> edgelstm.tokens.IGNORE_INDEX)",
+    "tokens:runtime/seq2seq.py": "lands with helper A (the default ids -> edgelstm.tokens.SPECIAL_TOKENS)",
 }
 
 
@@ -144,9 +148,57 @@ def test_parameter_count(signature, count):
     assert parameter_count(ast.parse(signature).body[0]) == count
 
 
+# ------------------------------------------------------------------------------------ constants
+TOKENS_HOME = "edgelstm/tokens.py"
+TOKEN_NAMES = {"PAD", "BOS", "EOS", "IGNORE_INDEX", "IGNORE_LABEL", "SPECIAL_TOKENS"}
+
+
+def token_spellings(source: str) -> list[str]:
+    """Where ``source`` spells a special token id or the label padding itself instead of
+    importing it: an assignment to one of :data:`TOKEN_NAMES` from literals, a ``{"pad": 0, ...}``
+    literal, or the number -100 (comments and docstrings do not count)."""
+    out = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Assign) and not isinstance(node.value, (ast.Name, ast.Attribute)):
+            names = {t.id for t in node.targets if isinstance(t, ast.Name)}
+            names |= {e.id for t in node.targets if isinstance(t, ast.Tuple) for e in t.elts if isinstance(e, ast.Name)}
+            out += [f"line {node.lineno}: {n} =" for n in sorted(names & TOKEN_NAMES)]
+        elif isinstance(node, ast.Dict):
+            keys = {k.value for k in node.keys if isinstance(k, ast.Constant)}
+            if {"pad", "bos", "eos"} & keys and any(isinstance(v, ast.Constant) and isinstance(v.value, int)
+                                                     for v in node.values):
+                out.append(f"line {node.lineno}: a literal special_tokens dict")
+        elif isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub) \
+                and isinstance(node.operand, ast.Constant) and node.operand.value == 100:
+            out.append(f"line {node.lineno}: -100")
+    return out
+
+
+@pytest.mark.parametrize("path", [pytest.param(p, id=_rel(p), marks=_known(f"tokens:{_rel(p)}"))
+                                  for p in SOURCES if _rel(p) != TOKENS_HOME])
+def test_special_token_ids_are_spelled_once(path):
+    """PAD/BOS/EOS, their manifest dict and IGNORE_INDEX live in edgelstm/tokens.py only."""
+    bad = token_spellings(path.read_text(encoding="utf-8"))
+    assert not bad, f"{_rel(path)} spells a token id (import it from edgelstm.tokens): {bad}"
+
+
+@pytest.mark.parametrize("source, found", [
+    ("PAD, BOS, EOS = 0, 1, 2", ["line 1: BOS =", "line 1: EOS =", "line 1: PAD ="]),
+    ("sp = {'pad': 0, 'bos': 1}", ["line 1: a literal special_tokens dict"]),
+    ("keep = y != -100", ["line 1: -100"]),
+    ('from edgelstm.tokens import BOS\nPAD = tokens.PAD\n"""-100 in a docstring"""', []),
+], ids=["assignment", "dict", "number", "imports-and-text"])
+def test_token_spellings(source, found):
+    assert token_spellings(source) == found
+
+
+def test_the_home_defines_them():
+    assert len(token_spellings((ROOT / TOKENS_HOME).read_text(encoding="utf-8"))) >= 3
+
+
 def test_the_known_list_names_only_real_places():
     """An entry for a file that no longer exists (or a cycle that is gone) is stale: remove it."""
-    places = {f"lines:{_rel(p)}" for p in SOURCES} | {f"params:{_rel(p)}" for p in SOURCES}
+    places = {f"{kind}:{_rel(p)}" for p in SOURCES for kind in ("lines", "params", "tokens")}
     places |= {f"cycle:{c[0]}" for c in CYCLES}
     stale = sorted(k for k in KNOWN if k not in places)
     assert not stale, f"stale KNOWN entries (the work landed): {stale}"
