@@ -5,8 +5,8 @@ control-flow subgraphs such as ``If`` / ``Loop`` / ``Scan`` bodies are counted s
 parameter count and file size, and which execution providers ``--device`` would use here.
 
 Torch-free and onnx-free (works on a device install): the graph is read from the protobuf wire
-format (:mod:`edgelstm.runtime.integrity`), the manifest and the I/O signature through an
-onnxruntime CPU session. A seq2seq export (the stem ``X.onnx`` or either of ``X.encoder.onnx`` /
+format (:mod:`edgelstm.runtime.graphfacts`, on the integrity module's wire reader), the manifest
+and the I/O signature through an onnxruntime CPU session. A seq2seq export (the stem ``X.onnx`` or either of ``X.encoder.onnx`` /
 ``X.decoder_step.onnx``) shows both graphs.
 """
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """What both harnesses share: the single-graph one (:mod:`edgelstm.verify.core` and its check
 modules) and the seq2seq pair (:mod:`edgelstm.verify.seq2seq`).
 
-Imports numpy, the standard library, ``edgelstm.errors`` and ``edgelstm.verify.result``; imported
-by ``verify.core``, ``verify.checks_task``, ``verify.checks_state`` and ``verify.seq2seq``.
+Imports numpy, the standard library and ``edgelstm.errors``; imported by ``verify.core``,
+``verify.checks_task``, ``verify.checks_state`` and ``verify.seq2seq``.
 """
 from __future__ import annotations
 
