@@ -1,5 +1,9 @@
 """The ``edgelstm`` command. Each subcommand lives in its own module and is imported lazily,
-so ``edgelstm run`` on a device never imports torch.
+so ``edgelstm run`` on a device never imports torch. A command whose module is missing, or does
+not define it, is an error naming the module (never a command that silently disappears).
+
+Imports click and ``edgelstm.errors``/``edgelstm.extras``; its command modules (``edgelstm.cli.*``)
+import the library; no library module imports ``edgelstm.cli``.
 
 Errors: every :class:`~edgelstm.errors.EdgeLSTMError` becomes one line on stderr and its
 ``exit_code``; click usage errors exit 2. No traceback reaches the user (set
@@ -77,13 +81,18 @@ class LazyGroup(click.Group):
         mod_name = COMMANDS.get(name)
         if mod_name is None:
             return None
+        module = f"edgelstm.cli.{mod_name}"
         try:
-            mod = importlib.import_module(f"edgelstm.cli.{mod_name}")
+            mod = importlib.import_module(module)
         except ModuleNotFoundError as e:
-            if e.name and e.name.startswith("edgelstm.cli"):
-                return None  # command not built yet
+            if e.name and e.name.startswith("edgelstm.cli"):  # a broken install, never "no such command"
+                raise EdgeLSTMError(module, f"the module of the {name!r} command is missing",
+                                    expected="a complete edgelstm install", got=f"no module named {e.name!r}") from None
             raise _missing_extra(name, e) from None
-        cmd = getattr(mod, "commands")[name]
+        cmd = getattr(mod, "commands", {}).get(name)
+        if not isinstance(cmd, click.Command):
+            raise EdgeLSTMError(module, f"the module does not define the {name!r} command",
+                                expected=f"commands[{name!r}], a click command", got=type(cmd).__name__)
         _check_extras(name, cmd)
         return cmd
 

@@ -5,17 +5,15 @@ control-flow subgraphs such as ``If`` / ``Loop`` / ``Scan`` bodies are counted s
 parameter count and file size, and which execution providers ``--device`` would use here.
 
 Torch-free and onnx-free (works on a device install): the graph is read from the protobuf wire
-format (:mod:`edgelstm.runtime.integrity`), the manifest and the I/O signature through an
-onnxruntime CPU session. A seq2seq export (the stem ``X.onnx`` or either of ``X.encoder.onnx`` /
+format (:mod:`edgelstm.runtime.graphfacts`, on the integrity module's wire reader), the manifest
+and the I/O signature through an onnxruntime CPU session. A seq2seq export (the stem ``X.onnx`` or either of ``X.encoder.onnx`` /
 ``X.decoder_step.onnx``) shows both graphs.
 """
 from __future__ import annotations
 
 import json
 import logging
-import math
 import warnings
-from collections import Counter
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -28,131 +26,21 @@ from edgelstm.units import format_size
 
 SCHEMA = "edgelstm.inspect/1"
 
-# ONNX TensorProto element types that hold weights (float, uint8, int8, float16, double, bfloat16)
-# and their sizes, as runtime/bench.py counts them, so inspect and bench report the same figures.
-_WEIGHT_DTYPES = {1, 2, 3, 10, 11, 16}
-_DTYPE_BYTES = {1: 4, 2: 1, 3: 1, 4: 2, 5: 2, 6: 4, 7: 8, 9: 1, 10: 2, 11: 8, 12: 4, 13: 8, 16: 2}
-_CONTROL_FLOW = ("If", "Loop", "Scan")
-
-# protobuf field numbers (onnx.proto3)
-_MODEL_IR, _MODEL_PRODUCER, _MODEL_PRODUCER_VERSION, _MODEL_GRAPH, _MODEL_OPSET = 1, 2, 3, 7, 8
-_GRAPH_NODE, _GRAPH_INIT = 1, 5
-_NODE_NAME, _NODE_OP, _NODE_ATTR, _NODE_DOMAIN = 3, 4, 5, 7
-_ATTR_NAME, _ATTR_G, _ATTR_GRAPHS = 1, 6, 11
-
-
-# ------------------------------------------------------------------------------------ graph walk
-def _text(v: Any) -> str:
-    return v.decode("utf-8", "replace") if isinstance(v, (bytes, bytearray)) else str(v)
-
-
-def _tensor_dims(buf: bytes) -> tuple[list[int], int]:
-    from edgelstm.runtime.integrity import iter_values, read_varint
-
-    dims: list[int] = []
-    dtype = 0
-    for num, wt, v in iter_values(buf):
-        if num == 1:
-            if wt == 2:  # packed repeated int64
-                j = 0
-                while j < len(v):
-                    d, j = read_varint(v, j)
-                    dims.append(d)
-            else:
-                dims.append(v)
-        elif num == 2:
-            dtype = v
-    return dims, dtype
-
-
-class _Walk:
-    """Nodes and initializers of a GraphProto and, recursively, of its subgraphs."""
-
-    def __init__(self) -> None:
-        self.ops: Counter[str] = Counter()
-        self.sub_ops: Counter[str] = Counter()
-        self.subgraphs: list[dict[str, Any]] = []
-        self.initializers = 0
-        self.parameters = 0
-        self.weight_bytes = 0
-
-    def graph(self, buf: bytes, depth: int = 0, owner: str | None = None) -> int:
-        from edgelstm.runtime.integrity import iter_values
-
-        nodes = 0
-        for num, wt, v in iter_values(buf):
-            if num == _GRAPH_INIT and wt == 2:
-                dims, dtype = _tensor_dims(v)
-                self.initializers += 1
-                if dtype in _WEIGHT_DTYPES:
-                    n = math.prod(dims)
-                    self.parameters += n
-                    self.weight_bytes += n * _DTYPE_BYTES.get(dtype, 4)
-            elif num == _GRAPH_NODE and wt == 2:
-                nodes += 1
-                self.node(v, depth)
-        return nodes
-
-    def node(self, buf: bytes, depth: int) -> None:
-        from edgelstm.runtime.integrity import iter_values
-
-        op, domain, name, bodies = "", "", "", []
-        for num, wt, v in iter_values(buf):
-            if num == _NODE_OP:
-                op = _text(v)
-            elif num == _NODE_DOMAIN:
-                domain = _text(v)
-            elif num == _NODE_NAME:
-                name = _text(v)
-            elif num == _NODE_ATTR and wt == 2:
-                aname, graphs = "", []
-                for n2, w2, v2 in iter_values(v):
-                    if n2 == _ATTR_NAME:
-                        aname = _text(v2)
-                    elif n2 in (_ATTR_G, _ATTR_GRAPHS) and w2 == 2:
-                        graphs.append(v2)
-                bodies += [(aname, g) for g in graphs]
-        key = op if domain in ("", "ai.onnx") else f"{domain}:{op}"
-        (self.ops if depth == 0 else self.sub_ops)[key] += 1
-        for aname, g in bodies:
-            entry = {"node": name, "op": key, "attribute": aname, "depth": depth + 1}
-            self.subgraphs.append(entry)
-            entry["nodes"] = self.graph(g, depth + 1)
-
 
 def read_graph(path: Path, data: bytes) -> dict[str, Any]:
-    """Model-level facts parsed from the file bytes (no onnx package)."""
-    from edgelstm.runtime.integrity import WireError, iter_values
+    """Model-level facts parsed from the file bytes (no onnx package): :mod:`edgelstm.runtime.graphfacts`."""
+    from edgelstm.runtime.graphfacts import read_graph_facts
+    from edgelstm.runtime.integrity import WireError
 
-    out: dict[str, Any] = {"ir_version": None, "producer": None, "opsets": {}}
-    walk = _Walk()
     try:
-        producer, version = "", ""
-        for num, wt, v in iter_values(data):
-            if num == _MODEL_IR and wt == 0:
-                out["ir_version"] = v
-            elif num == _MODEL_PRODUCER:
-                producer = _text(v)
-            elif num == _MODEL_PRODUCER_VERSION:
-                version = _text(v)
-            elif num == _MODEL_OPSET and wt == 2:
-                domain, opver = "", None
-                for n2, _w2, v2 in iter_values(v):
-                    if n2 == 1:
-                        domain = _text(v2)
-                    elif n2 == 2:
-                        opver = v2
-                out["opsets"][domain or "ai.onnx"] = opver
-            elif num == _MODEL_GRAPH and wt == 2:
-                out["nodes"] = walk.graph(v)
-        out["producer"] = f"{producer} {version}".strip() or None
+        f = read_graph_facts(data)
     except (WireError, IndexError, ValueError) as e:
         raise ModelFileError(str(path), "not a readable ONNX model", expected="an ONNX ModelProto",
                              got=str(e)) from None
-    out.update(ops=dict(sorted(walk.ops.items())), subgraph_ops=dict(sorted(walk.sub_ops.items())),
-               subgraphs=walk.subgraphs, initializers=walk.initializers, parameters=walk.parameters,
-               weight_bytes=walk.weight_bytes)
-    return out
+    return {"ir_version": f.ir_version, "producer": f.producer, "opsets": f.opsets, "nodes": f.nodes,
+            "ops": dict(sorted(f.ops.items())), "subgraph_ops": dict(sorted(f.subgraph_ops.items())),
+            "subgraphs": f.subgraphs, "initializers": f.initializer_count, "parameters": f.parameters,
+            "weight_bytes": f.weight_bytes}
 
 
 # ------------------------------------------------------------------------------------ one file

@@ -5,6 +5,7 @@ Imports only the runtime (numpy + onnxruntime), never torch or onnx.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import click
@@ -106,95 +107,125 @@ SCHEMA = "edgelstm.run/1"
               help="Write the output arrays (and the final state, under the state output names) to this .npz.")
 @options.json_out
 @options.trust_modified
-def run_cmd(model_path, input_path, text, streaming, device, provider_option, threads, no_fallback, nan, max_len,
-            npz_out, json_out, trust_modified):
+def run_cmd(**params) -> None:
     """Run MODEL.onnx on data and print the outputs (labels for classifiers)."""
+    args = RunArgs(**params)
     from edgelstm import runtime
     from edgelstm.runtime.providers import check_provider_options, parse_provider_options
 
-    echo = options.echo_for(json_out)
-    popts = parse_provider_options(provider_option)
-    model = runtime.load(model_path, device=device, threads=threads, fallback=not no_fallback, nan=nan,
-                         provider_options=popts or None, trust_modified=trust_modified)
+    popts = parse_provider_options(args.provider_option)
+    model = runtime.load(args.model_path, device=args.device, threads=args.threads, fallback=not args.no_fallback,
+                         nan=args.nan, provider_options=popts or None, trust_modified=args.trust_modified)
     # options for a provider outside the device's chain would be ignored: refuse them instead
     check_provider_options(popts, (model.encoder if isinstance(model, runtime.Seq2SeqModel) else model)
                            .requested_providers)
-    report: dict = {"model": str(model_path), "providers": model.providers}
-    lines: list[str] = []
+    report: dict = {"model": str(args.model_path), "providers": model.providers}
     if isinstance(model, runtime.Seq2SeqModel):
-        for flag, given in (("--stream", streaming), ("--out", npz_out is not None)):
-            if given:  # refused, not ignored: greedy decoding has no per-step stream or output arrays here
-                raise UsageError(flag, "does not apply to a seq2seq model", expected="--text/--input, --max-len, "
-                                 "--json", got=flag)
-        sources = list(text)
-        if input_path is not None:
-            try:
-                sources += [ln.rstrip("\n") for ln in Path(input_path).read_text(encoding="utf-8-sig").splitlines()
-                            if ln.strip()]
-            except (OSError, UnicodeDecodeError) as e:
-                raise DataError(str(input_path), "cannot read the source text", expected="a UTF-8 text file",
-                                got=str(e)[:200]) from None
-        if not sources:
-            raise UsageError("--text/--input", "a seq2seq model needs source text", expected="--text or --input",
-                             got="neither")
-        gen = model.generate(sources, max_len=max_len)
-        for src, out, toks in zip(sources, gen.texts or [None] * len(sources), gen.tokens):
-            lines.append(f"{src}\t{out if out is not None else toks}")
-        report.update(sources=sources, **gen.to_dict())
-        arrays = {}
+        lines, arrays = _run_seq2seq(model, args, report)
     else:
-        if max_len is not None:
-            raise UsageError("--max-len", "only applies to a seq2seq model", expected="no --max-len",
-                             got=f"--max-len {max_len}")
-        if input_path is None:
-            raise UsageError("--input", "missing input data", expected="a .npz, .npy or .csv file", got=None)
-        if text:
-            raise UsageError("--text", "only seq2seq models take text", expected="--input", got="--text")
-        out_state = {s.input: s.output for s in model.states}
-        data = by_input_name(model, read_input(input_path, {s.name for s in model.inputs}), str(input_path))
-        lengths = data.pop(model.lengths_name, None) if model.lengths_name else data.pop("lengths", None)
-        state = {k: data.pop(k) for k in [s.input for s in model.states] if k in data} or None
-        if streaming:
-            x = data.pop(model.x_name) if model.x_name in data else None
-            if data or x is None:
-                raise UsageError("--stream", "streaming steps the model's one data input; this data holds others",
-                                 expected=f"arrays {model.x_name!r} (+ lengths, state)", got=sorted(data) or None)
-            info = model.interface.input(model.x_name)
-            result, arrays, stats = _run_stream(model, x, lengths, state)
-            report["stream"] = stats
-            lines.append(f"streamed {x.shape[info.time_axis]} steps x batch {x.shape[info.batch_axis]}: median "
-                         f"step {stats['step_us_median']:.1f} us, p90 {stats['step_us_p90']:.1f} us")
-        else:
-            t0 = time.perf_counter()
-            result = model.run(inputs=data, lengths=lengths, state=state)
-            report["run_ms"] = (time.perf_counter() - t0) * 1e3
-            arrays = dict(result.outputs)
-            if result.filled:
-                report["filled"] = list(result.filled)
-                lines.append("filled: " + ", ".join(
-                    f"{n} ({'zeros' if n in out_state else 'full lengths'})" for n in result.filled))
-        # the final state under the graph's state OUTPUT names (h_out, c_out): what the model
-        # produced; feed it back as the matching input (h_in, c_in) to continue
-        final = {out_state.get(k, k): v for k, v in result.state.items()}
-        arrays.update(final)
-        if json_out is not None:  # nested lists cost ~30 bytes a value: only when they are written
-            report["outputs"] = {k: v.tolist() for k, v in arrays.items() if k not in final}
-            report["state"] = {k: v.tolist() for k, v in final.items()}
-        lines += _result_lines(model, result)
-        if result.labels is not None:
-            report["labels"] = result.labels
+        lines, arrays = _run_arrays(model, args, report)
     # files first, then the terminal: a reader that closes stdout early (| head) loses nothing
-    if npz_out is not None:
-        with atomic_path(npz_out) as tmp:
+    if args.npz_out is not None:
+        with atomic_path(args.npz_out) as tmp:
             with open(tmp, "wb") as f:
                 np.savez(f, **arrays)
-        lines.append(f"wrote {npz_out}")
-    if json_out is not None:
-        options.write_json(json_out, SCHEMA, report, indent=1)
-        if json_out != "-":
-            lines.append(f"wrote {json_out}")
+        lines.append(f"wrote {args.npz_out}")
+    if args.json_out is not None:
+        options.write_json(args.json_out, SCHEMA, report, indent=1)
+        if args.json_out != "-":
+            lines.append(f"wrote {args.json_out}")
+    echo = options.echo_for(args.json_out)
     for line in lines:
         echo(line)
+
+
+@dataclass(frozen=True)
+class RunArgs:
+    """The command line of ``edgelstm run`` as click parsed it (one field per option)."""
+
+    model_path: Path
+    input_path: Path | None
+    text: tuple[str, ...]
+    streaming: bool
+    device: str
+    provider_option: tuple[str, ...]
+    threads: int | None
+    no_fallback: bool
+    nan: str
+    max_len: int | None
+    npz_out: Path | None
+    json_out: str | None
+    trust_modified: bool
+
+
+def _run_seq2seq(model, args: RunArgs, report: dict) -> tuple[list[str], dict]:
+    """Greedy decoding of the --text / --input sources: the printed lines (no arrays to write)."""
+    for flag, given in (("--stream", args.streaming), ("--out", args.npz_out is not None)):
+        if given:  # refused, not ignored: greedy decoding has no per-step stream or output arrays here
+            raise UsageError(flag, "does not apply to a seq2seq model", expected="--text/--input, --max-len, "
+                             "--json", got=flag)
+    sources = list(args.text)
+    if args.input_path is not None:
+        try:
+            sources += [ln.rstrip("\n") for ln in Path(args.input_path).read_text(encoding="utf-8-sig").splitlines()
+                        if ln.strip()]
+        except (OSError, UnicodeDecodeError) as e:
+            raise DataError(str(args.input_path), "cannot read the source text", expected="a UTF-8 text file",
+                            got=str(e)[:200]) from None
+    if not sources:
+        raise UsageError("--text/--input", "a seq2seq model needs source text", expected="--text or --input",
+                         got="neither")
+    gen = model.generate(sources, max_len=args.max_len)
+    lines = [f"{src}\t{out if out is not None else toks}"
+             for src, out, toks in zip(sources, gen.texts or [None] * len(sources), gen.tokens)]
+    report.update(sources=sources, **gen.to_dict())
+    return lines, {}
+
+
+def _run_arrays(model, args: RunArgs, report: dict) -> tuple[list[str], dict]:
+    """One run (or a --stream) of the --input arrays: the printed lines and the arrays to write."""
+    if args.max_len is not None:
+        raise UsageError("--max-len", "only applies to a seq2seq model", expected="no --max-len",
+                         got=f"--max-len {args.max_len}")
+    if args.input_path is None:
+        raise UsageError("--input", "missing input data", expected="a .npz, .npy or .csv file", got=None)
+    if args.text:
+        raise UsageError("--text", "only seq2seq models take text", expected="--input", got="--text")
+    lines: list[str] = []
+    out_state = {s.input: s.output for s in model.states}
+    data = by_input_name(model, read_input(args.input_path, {s.name for s in model.inputs}), str(args.input_path))
+    lengths = data.pop(model.lengths_name, None) if model.lengths_name else data.pop("lengths", None)
+    state = {k: data.pop(k) for k in [s.input for s in model.states] if k in data} or None
+    if args.streaming:
+        x = data.pop(model.x_name) if model.x_name in data else None
+        if data or x is None:
+            raise UsageError("--stream", "streaming steps the model's one data input; this data holds others",
+                             expected=f"arrays {model.x_name!r} (+ lengths, state)", got=sorted(data) or None)
+        info = model.interface.input(model.x_name)
+        result, arrays, stats = _run_stream(model, x, lengths, state)
+        report["stream"] = stats
+        lines.append(f"streamed {x.shape[info.time_axis]} steps x batch {x.shape[info.batch_axis]}: median "
+                     f"step {stats['step_us_median']:.1f} us, p90 {stats['step_us_p90']:.1f} us")
+    else:
+        t0 = time.perf_counter()
+        result = model.run(inputs=data, lengths=lengths, state=state)
+        report["run_ms"] = (time.perf_counter() - t0) * 1e3
+        arrays = dict(result.outputs)
+        if result.filled:
+            report["filled"] = list(result.filled)
+            lines.append("filled: " + ", ".join(
+                f"{n} ({'zeros' if n in out_state else 'full lengths'})" for n in result.filled))
+    # the final state under the graph's state OUTPUT names (h_out, c_out): what the model
+    # produced; feed it back as the matching input (h_in, c_in) to continue
+    final = {out_state.get(k, k): v for k, v in result.state.items()}
+    arrays.update(final)
+    if args.json_out is not None:  # nested lists cost ~30 bytes a value: only when they are written
+        report["outputs"] = {k: v.tolist() for k, v in arrays.items() if k not in final}
+        report["state"] = {k: v.tolist() for k, v in final.items()}
+    lines += _result_lines(model, result)
+    if result.labels is not None:
+        report["labels"] = result.labels
+    return lines, arrays
 
 
 def by_input_name(model, data: dict[str, np.ndarray], source: str) -> dict[str, np.ndarray]:

@@ -1,14 +1,14 @@
 """``edgelstm train``: train one model on a bundled data set or a user file, write a run directory."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import click
 
 from edgelstm.cli import options
 from edgelstm.cli.options import MAX_SEED, check_range
 from edgelstm.cli.options import overwrite as overwrite_option
 from edgelstm.errors import UnknownChoiceError
-
-FAMILY_CHOICES = ("lstm", "peephole", "gru", "attention")
 
 
 @click.command("train")
@@ -32,40 +32,66 @@ FAMILY_CHOICES = ("lstm", "peephole", "gru", "attention")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @overwrite_option
 @options.json_out
-def train_command(family, dataset, out_dir, hidden_size, num_layers, epochs, patience, lr, batch_size, dropout,
-                  bidirectional, score, seed, device, threads, quiet, overwrite, json_out):
+def train_command(**params) -> int:
     """Train a model and write OUT/model.safetensors, config.json, metrics.json, history.json."""
-    if family not in FAMILY_CHOICES:
-        raise UnknownChoiceError("--family", "unknown model family", expected=list(FAMILY_CHOICES), got=family)
-    for option, value, lo, hi in (("--seed", seed, 0, MAX_SEED), ("--hidden", hidden_size, 1, 65_536),
-                                  ("--layers", num_layers, 1, 64), ("--epochs", epochs, 1, 1_000_000),
-                                  ("--patience", patience, 0, 1_000_000), ("--batch-size", batch_size, 1, 65_536),
-                                  ("--lr", lr, 1e-12, 1e3), ("--dropout", dropout, 0.0, 0.99),
-                                  ("--threads", threads, 1, 1024)):
+    args = TrainArgs(**params)
+    from edgelstm.models.config import FAMILY_NAMES
+
+    if args.family not in FAMILY_NAMES:
+        raise UnknownChoiceError("--family", "unknown model family", expected=list(FAMILY_NAMES), got=args.family)
+    for option, value, lo, hi in (("--seed", args.seed, 0, MAX_SEED), ("--hidden", args.hidden_size, 1, 65_536),
+                                  ("--layers", args.num_layers, 1, 64), ("--epochs", args.epochs, 1, 1_000_000),
+                                  ("--patience", args.patience, 0, 1_000_000),
+                                  ("--batch-size", args.batch_size, 1, 65_536),
+                                  ("--lr", args.lr, 1e-12, 1e3), ("--dropout", args.dropout, 0.0, 0.99),
+                                  ("--threads", args.threads, 1, 1024)):
         check_range(option, value, lo, hi)  # before any work: a huge --hidden must not exhaust the machine
     from edgelstm.training.run import check_out_dir
-    check_out_dir(out_dir, overwrite)  # before loading torch or data: fail fast
+    check_out_dir(args.out_dir, args.overwrite)  # before loading torch or data: fail fast
     import torch
 
     from edgelstm.training import TrainConfig, train_run
-    if threads is not None:
-        if threads < 1:
-            from edgelstm.errors import UsageError
-            raise UsageError("--threads", "must be a positive integer", expected=">= 1", got=threads)
-        torch.set_num_threads(threads)
-    cfg = TrainConfig(family=family, hidden_size=hidden_size, num_layers=num_layers, epochs=epochs, lr=lr,
-                      batch_size=batch_size, seed=seed, device=device, patience=patience, dropout=dropout,
-                      bidirectional=bidirectional, score=score)
-    result, out = train_run(dataset, cfg, out_dir, overwrite=overwrite, progress=not quiet)
+    if args.threads is not None:  # check_range above refused anything below 1
+        torch.set_num_threads(args.threads)
+    cfg = TrainConfig(family=args.family, hidden_size=args.hidden_size, num_layers=args.num_layers,
+                      epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, seed=args.seed, device=args.device,
+                      patience=args.patience, dropout=args.dropout, bidirectional=args.bidirectional,
+                      score=args.score)
+    result, out = train_run(args.dataset, cfg, args.out_dir, overwrite=args.overwrite, progress=not args.quiet)
     m = result.metrics
     metric = m["metric"]
-    if json_out is not None:
-        options.write_json(json_out, "edgelstm.train/1", {"run_dir": str(out), "family": family, "dataset": dataset,
-                                                          "metrics": m}, default=str)
-    options.echo_for(json_out)(f"{family} on {dataset}: test {metric} {m[f'test_{metric}']:.4f} (val {m[f'val_{metric}']:.4f}, "
-               f"best epoch {m['best_epoch']}/{m['epochs_run']}, {m['parameters']} parameters, "
-               f"{m['train_seconds']:.1f} s) -> {out}")
+    if args.json_out is not None:
+        options.write_json(args.json_out, "edgelstm.train/1", {"run_dir": str(out), "family": args.family,
+                                                               "dataset": args.dataset, "metrics": m}, default=str)
+    options.echo_for(args.json_out)(
+        f"{args.family} on {args.dataset}: test {metric} {m[f'test_{metric}']:.4f} (val {m[f'val_{metric}']:.4f}, "
+        f"best epoch {m['best_epoch']}/{m['epochs_run']}, {m['parameters']} parameters, "
+        f"{m['train_seconds']:.1f} s) -> {out}")
     return 0
+
+
+@dataclass(frozen=True)
+class TrainArgs:
+    """The command line of ``edgelstm train`` as click parsed it (one field per option)."""
+
+    family: str
+    dataset: str
+    out_dir: str
+    hidden_size: int
+    num_layers: int
+    epochs: int
+    patience: int
+    lr: float
+    batch_size: int
+    dropout: float
+    bidirectional: bool
+    score: str
+    seed: int
+    device: str
+    threads: int | None
+    quiet: bool
+    overwrite: bool
+    json_out: str | None
 
 
 commands = {"train": train_command}

@@ -3,6 +3,8 @@ oracles. Exit code 0 when every check passed, 1 when one failed; anything that k
 judging exits with the code of its error class (README's exit-code table: 2 usage, 8 model file...)."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import click
 
 from edgelstm.cli import options
@@ -42,16 +44,15 @@ from edgelstm.errors import EdgeLSTMError, UsageError
 @click.option("--plot", type=click.Path(dir_okay=False), default=None, help="PNG of drift error vs time step.")
 @click.option("-q", "--quiet", is_flag=True, help="Print only the verdict line.")
 @options.trust_modified
-def verify_cmd(model, reference, model_spec, checkpoint, against, device, provider_option, data, run_data,
-               data_limit, steps, atol, min_snr, checks, oracles, seed, json_out, plot, quiet, trust_modified) -> int:
+def verify_cmd(**params) -> int:
     """Verify MODEL.onnx: outputs, task agreement, streaming parity, long-horizon drift, batch
     invariance and state round-trip, on every requested device and for every --against file.
 
     A seq2seq export is verified as its encoder / decoder-step pair: give OUT.onnx (the stem),
     OUT.encoder.onnx or OUT.decoder_step.onnx (and the same for --against)."""
+    args = VerifyArgs(**params)
     try:
-        return _verify(model, reference, model_spec, checkpoint, against, device, data, run_data, data_limit, steps,
-                       atol, min_snr, checks, oracles, seed, json_out, plot, quiet, trust_modified, provider_option)
+        return _verify(args)
     except EdgeLSTMError as e:
         # 1 means "the model failed"; an error that kept verify from judging keeps its own code
         if e.exit_code == 1:
@@ -62,37 +63,75 @@ def verify_cmd(model, reference, model_spec, checkpoint, against, device, provid
                          got=e.strerror or str(e)) from None
 
 
-def _verify(model, reference, model_spec, checkpoint, against, device, data, run_data, data_limit, steps,
-            atol, min_snr, checks, oracles, seed, json_out, plot, quiet, trust_modified, provider_option=()) -> int:
-    from edgelstm.runtime.providers import parse_provider_options
+@dataclass(frozen=True)
+class VerifyArgs:
+    """The command line of ``edgelstm verify`` as click parsed it (one field per option)."""
+
+    model: str
+    reference: str | None
+    model_spec: str | None
+    checkpoint: str | None
+    against: tuple[str, ...]
+    device: str
+    provider_option: tuple[str, ...]
+    data: str | None
+    run_data: bool
+    data_limit: int
+    steps: int
+    atol: tuple[str, ...]
+    min_snr: tuple[str, ...]
+    checks: str
+    oracles: str
+    seed: int
+    json_out: str | None
+    plot: str | None
+    quiet: bool
+    trust_modified: bool
+
+    @property
+    def devices(self) -> list[str]:
+        return [d.strip() for d in self.device.split(",") if d.strip()]
+
+    def to_options(self):
+        """The library's :class:`~edgelstm.verify.options.VerifyOptions` for these arguments."""
+        from edgelstm.runtime.providers import parse_provider_options
+        from edgelstm.verify.options import VerifyOptions
+
+        return VerifyOptions(model_spec=self.model_spec, checkpoint=self.checkpoint, against=self.against,
+                             devices=tuple(self.devices), data=self.data, steps=self.steps, atol=self.atol,
+                             min_snr=self.min_snr, seed=self.seed,
+                             checks=tuple(c.strip() for c in self.checks.split(",") if c.strip()),
+                             oracles=tuple(o.strip() for o in self.oracles.split(",") if o.strip()),
+                             run_data=self.run_data, data_limit=self.data_limit,
+                             trust_modified=self.trust_modified,
+                             provider_options=parse_provider_options(self.provider_option))
+
+
+def _verify(args: VerifyArgs) -> int:
     from edgelstm.verify.core import verify
 
-    options.check_range("--seed", seed, 0, options.MAX_SEED)
-    options.check_range("--steps", steps, 0, 10_000_000)
-    if checkpoint and not model_spec:
+    options.check_range("--seed", args.seed, 0, options.MAX_SEED)
+    options.check_range("--steps", args.steps, 0, 10_000_000)
+    if args.checkpoint and not args.model_spec:
         raise UsageError("--checkpoint", "only used with --model FILE.py:FACTORY", expected="--model", got="--checkpoint alone")
-    devices = [d.strip() for d in device.split(",") if d.strip()]
+    devices = args.devices
     if not devices:
-        raise UsageError("--device", "no device given", expected="e.g. cpu or cpu,cuda", got=device)
-    if not quiet:  # the checks take a while (the drift check alone streams --steps steps): say so first
-        others = f" and {len(against)} other file(s)" if against else ""
-        click.echo(f"verifying {model}{others} on {','.join(devices)}: {checks} "
-                   f"(drift: {steps} steps)...", err=True)
-    result = verify(model, reference=reference, model_spec=model_spec, checkpoint=checkpoint, against=against,
-                    devices=devices, data=data, steps=steps, atol=atol, min_snr=min_snr, seed=seed,
-                    checks=[c.strip() for c in checks.split(",") if c.strip()],
-                    oracles=[o.strip() for o in oracles.split(",") if o.strip()], run_data=run_data,
-                    data_limit=data_limit, trust_modified=trust_modified,
-                    provider_options=parse_provider_options(provider_option))
-    if json_out:
-        options.write_json(json_out, "edgelstm.verify/1", result.to_dict())
+        raise UsageError("--device", "no device given", expected="e.g. cpu or cpu,cuda", got=args.device)
+    opts = args.to_options()
+    if not args.quiet:  # the checks take a while (the drift check alone streams --steps steps): say so first
+        others = f" and {len(args.against)} other file(s)" if args.against else ""
+        click.echo(f"verifying {args.model}{others} on {','.join(devices)}: {args.checks} "
+                   f"(drift: {args.steps} steps)...", err=True)
+    result = verify(args.model, opts, reference=args.reference)
+    if args.json_out:
+        options.write_json(args.json_out, "edgelstm.verify/1", result.to_dict())
     text = result.table()
-    options.echo_for(json_out)(text.splitlines()[-1] if quiet else text)
-    if plot:  # after the report: a plot that cannot be drawn (no drift run) must not hide it
+    options.echo_for(args.json_out)(text.splitlines()[-1] if args.quiet else text)
+    if args.plot:  # after the report: a plot that cannot be drawn (no drift run) must not hide it
         if any(c.check == "drift" and c.curve for c in result.checks):
-            result.plot(plot)
+            result.plot(args.plot)
         else:
-            click.echo(f"note: --plot: no PNG written to {plot}: the drift check did not run "
+            click.echo(f"note: --plot: no PNG written to {args.plot}: the drift check did not run "
                        "(seq2seq pair, --steps 0, or a model that cannot stream)", err=True)
     return 0 if result.passed else 1
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from edgelstm.data.bundle import (BOS, EOS, IGNORE_INDEX, PAD, SPECIAL_TOKENS, DatasetBundle, Normalization,
-                                  Split)
+from edgelstm.data.bundle import DatasetBundle, Normalization, Split
 from edgelstm.errors import UnknownChoiceError
+from edgelstm.tokens import BOS, EOS, IGNORE_INDEX, PAD, SPECIAL_TOKENS  # public here too
 
 
 @dataclass(frozen=True)

@@ -27,11 +27,10 @@ from typing import Any
 import numpy as np
 
 from edgelstm.errors import DataError
+from edgelstm.manifest import TASKS as MANIFEST_TASKS
 
-TASKS = ("classify", "label", "regress", "forecast", "seq2seq")
-IGNORE_INDEX = -100  # label padding, the value torch's cross_entropy ignores by default
-PAD, BOS, EOS = 0, 1, 2  # seq2seq special token ids (docs/DESIGN.md)
-SPECIAL_TOKENS = {"pad": PAD, "bos": BOS, "eos": EOS}
+# the tasks a data set (and a model) is for: the manifest's, less "custom" (a user's own graph)
+TASKS = tuple(t for t in MANIFEST_TASKS if t != "custom")
 STD_FLOOR = 1e-6  # a feature whose train std is below this is constant: divide by 1 instead
 
 

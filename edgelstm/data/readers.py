@@ -30,9 +30,10 @@ from pathlib import Path
 
 import numpy as np
 
-from edgelstm.data.bundle import (IGNORE_INDEX, DatasetBundle, Split, fit_normalization, random_split,
+from edgelstm.data.bundle import (DatasetBundle, Split, fit_normalization, random_split,
                                   series_forecast_splits, valid_step_mask)
 from edgelstm.errors import DataError
+from edgelstm.tokens import IGNORE_INDEX
 
 LABEL_COLUMNS = ("label", "class", "target", "y")
 MAX_TEXT_VOCAB = 512      # one-hot inputs: a larger alphabet is almost surely not a text file

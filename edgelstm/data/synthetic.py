@@ -12,8 +12,8 @@ import datetime as _dt
 
 import numpy as np
 
-from edgelstm.data.bundle import (BOS, EOS, PAD, DatasetBundle, Split, fit_normalization, pad_sequences,
-                                  random_split)
+from edgelstm.data.bundle import DatasetBundle, Split, fit_normalization, pad_sequences, random_split
+from edgelstm.tokens import BOS, EOS, PAD
 
 # ---------------------------------------------------------------------------- sine
 SINE_STEPS = (32, 64)   # min / max sequence length: lengths vary, padding never counts

@@ -15,7 +15,7 @@ Decoder (no input feeding, so a step's whole state is ``(h, c)``)::
     context  = a_t @ memory
     logits_t = out(tanh(W_c [context; y_t]))
 
-Token ids: pad=0, bos=1, eos=2 (:mod:`edgelstm.models.config`).
+Token ids: pad=0, bos=1, eos=2 (:mod:`edgelstm.tokens`).
 """
 from __future__ import annotations
 
@@ -23,9 +23,10 @@ import torch
 from torch import Tensor, nn
 
 from edgelstm.errors import InputError
-from edgelstm.models.config import BOS, EOS, PAD, ModelConfig
+from edgelstm.models.config import ModelConfig
 from edgelstm.models.peephole import _checking
 from edgelstm.models.sequence import check_inputs, make_rnn, run_rnn
+from edgelstm.tokens import BOS, EOS, PAD
 
 __all__ = ["Attention", "Seq2Seq", "AttentionClassifier"]
 

@@ -5,13 +5,12 @@ import dataclasses
 from dataclasses import dataclass, fields
 from typing import Any
 
+from edgelstm.data.bundle import TASKS
 from edgelstm.errors import UnknownChoiceError, UsageError
+from edgelstm.tokens import BOS, EOS, PAD  # noqa: F401 - exporters/runs.py imports them from here (to move to edgelstm.tokens)
 
 FAMILY_NAMES = ("lstm", "peephole", "gru", "attention")
-TASKS = ("classify", "label", "regress", "forecast", "seq2seq")
 SCORES = ("general", "bahdanau")
-# special token ids shared by every seq2seq model (docs/DESIGN.md)
-PAD, BOS, EOS = 0, 1, 2
 
 
 @dataclass

@@ -49,13 +49,15 @@ def _checking() -> bool:
 
 
 def lstm_layer(x: Tensor, h: Tensor, c: Tensor, w_ih: Tensor, w_hh: Tensor, b: Tensor | None,
-               w_ci: Tensor, w_cf: Tensor, w_co: Tensor, mask: Tensor | None,
+               peepholes: tuple[Tensor, Tensor, Tensor], mask: Tensor | None,
                reverse: bool) -> tuple[Tensor, Tensor, Tensor]:
     """One direction of one peephole-LSTM layer, time-major.
 
-    ``x [T, B, in]``, ``h``/``c [B, H]``, ``mask [T, B, 1]`` bool (True = valid step) or None.
+    ``x [T, B, in]``, ``h``/``c [B, H]``, ``peepholes = (w_ci, w_cf, w_co)`` each ``[H]``,
+    ``mask [T, B, 1]`` bool (True = valid step) or None.
     Returns ``out [T, B, H]`` (zero at invalid steps), ``h_n``, ``c_n``.
     """
+    w_ci, w_cf, w_co = peepholes
     xw = torch.matmul(x, w_ih.t())                         # [T, B, 4H], every step at once
     if b is not None:
         xw = xw + b
@@ -215,8 +217,8 @@ class PeepholeLSTM(nn.Module):
                     b = self._param("bias_ih", layer, d) + self._param("bias_hh", layer, d)
                 out, h, c = lstm_layer(
                     layer_in, h0[k], c0[k], self._param("weight_ih", layer, d), self._param("weight_hh", layer, d),
-                    b, self._param("weight_ci", layer, d), self._param("weight_cf", layer, d),
-                    self._param("weight_co", layer, d), mask, reverse=d == 1)
+                    b, (self._param("weight_ci", layer, d), self._param("weight_cf", layer, d),
+                        self._param("weight_co", layer, d)), mask, reverse=d == 1)
                 outs.append(out)
                 h_out.append(h)
                 c_out.append(c)

@@ -112,14 +112,6 @@ def top_state(h_n: Tensor, directions: int) -> Tensor:
     return h_n[-directions:].transpose(0, 1).flatten(1)      # [D, B, H] -> [B, D*H]
 
 
-def last_valid(y: Tensor, lengths: Tensor | None) -> Tensor:
-    """``y [B, T, F]`` -> ``[B, F]`` at each sequence's last valid step."""
-    if lengths is None:
-        return y[:, -1]
-    idx = (lengths.to(y.device, torch.int64) - 1).clamp(min=0)
-    return y[torch.arange(y.shape[0], device=y.device), idx]
-
-
 class SequenceModel(nn.Module):
     """lstm / peephole / gru family: ``.rnn`` + ``.head`` (``nn.Linear``) for one task."""
 

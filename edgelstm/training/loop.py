@@ -24,14 +24,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from edgelstm.data.bundle import BOS, IGNORE_INDEX, PAD, DatasetBundle, Split, valid_step_mask
+from edgelstm.data.bundle import DatasetBundle, Split, valid_step_mask
 from edgelstm.errors import UsageError
 from edgelstm.models import ModelConfig, build_model
+from edgelstm.tokens import BOS, IGNORE_INDEX, PAD
 from edgelstm.training import metrics as M
 
 log = logging.getLogger(__name__)
-
-RECURRENT = ("lstm", "peephole", "gru")
 
 
 @dataclass

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgelstm.data.bundle import EOS, IGNORE_INDEX, PAD
+from edgelstm.tokens import EOS, IGNORE_INDEX, PAD
 
 LOWER_IS_BETTER = frozenset({"rmse", "mae", "loss"})
 

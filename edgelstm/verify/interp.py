@@ -257,20 +257,22 @@ def _slice(ins, at, ctx):
     return [x[tuple(sl)]]
 
 
+def _axis_and_index(x, idx, at) -> tuple[int, np.ndarray]:
+    """The ``axis`` attribute made non-negative, and negative indices counted from its end."""
+    axis = at.get("axis", 0) % x.ndim
+    return axis, np.where(idx < 0, idx + x.shape[axis], idx)
+
+
 @op("Gather")
 def _gather(ins, at, ctx):
-    x, idx = ins
-    axis = at.get("axis", 0) % x.ndim
-    idx = np.where(idx < 0, idx + x.shape[axis], idx)
-    return [np.take(x, idx, axis=axis)]
+    axis, idx = _axis_and_index(*ins, at)
+    return [np.take(ins[0], idx, axis=axis)]
 
 
 @op("GatherElements")
 def _gather_el(ins, at, ctx):
-    x, idx = ins
-    axis = at.get("axis", 0) % x.ndim
-    idx = np.where(idx < 0, idx + x.shape[axis], idx)
-    return [np.take_along_axis(x, idx, axis=axis)]
+    axis, idx = _axis_and_index(*ins, at)
+    return [np.take_along_axis(ins[0], idx, axis=axis)]
 
 
 @op("GatherND")

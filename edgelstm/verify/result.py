@@ -6,9 +6,7 @@ lists everything that broke (Polygraphy style).
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass, field
-from typing import Any
 
 from edgelstm.errors import UsageError, VerificationError
 from edgelstm.fileio import atomic_path, json_safe

@@ -25,11 +25,9 @@ checks above, so they are skipped with that reason.
 from __future__ import annotations
 
 import os
-import platform
-import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -39,8 +37,11 @@ from edgelstm.runtime.interface import pair_paths, pair_stem
 from edgelstm.runtime.providers import check_provider_options
 from edgelstm.verify.backends import (Backend, GraphSpec, NumpyBackend, OrtBackend, ReferenceBackend,
                                       load_graph, load_torch_reference, resolve_provider)
+from edgelstm.verify.common import describe_error, environment, take_baseline
+from edgelstm.verify.options import VerifyOptions
 from edgelstm.verify.result import CheckResult, VerifyResult
 from edgelstm.stats import error_stats, top1_agreement
+from edgelstm.tokens import SPECIAL_TOKENS
 from edgelstm.verify.tolerance import (INT8_PRECISIONS, Profile, Tolerances, parse_overrides, profile_for,
                                       select_profile)
 
@@ -315,40 +316,37 @@ class _Cand:
     profile: Profile
 
 
-def verify_pair(model, *, reference=None, model_spec=None, checkpoint=None, against: Sequence = (),
-                devices: Sequence[str] = ("cpu",), data=None, atol=(), min_snr=(), seed: int = 0,
-                checks: Sequence[str] = (), oracles: Sequence[str] = (), threads: int = 1,
-                run_data: bool = True, data_limit: int | None = 256, steps: int = 0,
-                trust_modified: bool = False, provider_options=None) -> VerifyResult:
+def verify_pair(model, opts: VerifyOptions, *, reference=None) -> VerifyResult:
     """See :func:`edgelstm.verify.core.verify`; called by it for seq2seq exports."""
-    tol = Tolerances(parse_overrides(list(atol), "--atol"), parse_overrides(list(min_snr), "--min-snr"))
+    checks, data = opts.checks, opts.data
+    tol = Tolerances(parse_overrides(list(opts.atol), "--atol"), parse_overrides(list(opts.min_snr), "--min-snr"))
     tol.check_names(OUTPUT_NAMES)
-    main = load_pair(model, trust_modified=trust_modified)
+    main = load_pair(model, trust_modified=opts.trust_modified)
     pairs = [main]
-    for other in against:
-        pairs.append(load_pair(other, trust_modified=trust_modified))
+    for other in opts.against:
+        pairs.append(load_pair(other, trust_modified=opts.trust_modified))
     result = VerifyResult(model=str(model), reference="")
     if data is not None:
         raise UsageError("--data", "seq2seq verification takes the run's own data (--reference RUN_DIR), "
                          "not an .npz", expected="no --data", got=str(data))
 
-    module, torch_label = load_torch_reference(reference, model=model_spec, checkpoint=checkpoint)
+    module, torch_label = load_torch_reference(reference, model=opts.model_spec, checkpoint=opts.checkpoint)
     run_dir = Path(reference) if isinstance(reference, (str, os.PathLike)) else None
     baseline: PairBackend | None = TorchPair(module, torch_label) if module is not None else None
-    providers = [resolve_provider(d) for d in devices]
-    popts = {k: dict(v) for k, v in (provider_options or {}).items()}
+    providers = [resolve_provider(d) for d in opts.devices]
+    popts = opts.provider_options
     check_provider_options(popts, providers)
     cands: list[_Cand] = []
     for pair in pairs:
         prof = profile_for(pair.precision)
-        n_threads = 1 if pair.precision in INT8_PRECISIONS else threads
+        n_threads = 1 if pair.precision in INT8_PRECISIONS else opts.threads
         for prov in dict.fromkeys(providers):
             enc = OrtBackend(pair.encoder, prov, threads=n_threads, provider_options=popts.get(prov))
             dec = OrtBackend(pair.decoder, prov, threads=n_threads, provider_options=popts.get(prov))
             kind = prov.replace("ExecutionProvider", "").lower()
             cands.append(_Cand(GraphPair(f"ort:{kind}", pair, enc, dec), pair,
                                select_profile(pair.precision, prov, popts.get(prov))))
-        for oracle in oracles:
+        for oracle in opts.oracles:
             if pair.precision != "fp32":
                 result.skip(f"{oracle}[{pair.label}]", f"the {oracle} oracle evaluates fp32 graphs only ({pair.precision})")
                 continue
@@ -356,50 +354,41 @@ def verify_pair(model, *, reference=None, model_spec=None, checkpoint=None, agai
             try:
                 gp = GraphPair(oracle, pair, cls(pair.enc_proto, pair.encoder), cls(pair.dec_proto, pair.decoder))
             except Exception as e:
-                result.skip(f"{oracle}[{pair.label}]", _why(e))
+                result.skip(f"{oracle}[{pair.label}]", describe_error(e))
                 continue
             cands.append(_Cand(gp, pair, prof))
     if baseline is None:
-        pick = next((c for c in cands if c.pair is main and c.backend.name.startswith(("numpy[", "reference["))), None) \
-            or next((c for c in cands if c.pair is main and c.pair.precision == "fp32"), None)
-        if pick is None:
-            raise UsageError("--reference", "no fp32 reference to compare against",
-                             expected="--reference RUN_DIR, --model FILE.py:FACTORY, or an fp32 pair",
-                             got=f"{main.label} ({main.precision})")
-        baseline = pick.backend
-        cands.remove(pick)
-        result.skip("torch", "no --reference run directory or --model given: the export itself is not checked "
-                    f"against PyTorch; {baseline.name} is the reference")
+        baseline = take_baseline(
+            result, cands,
+            [lambda c: c.pair is main and c.backend.name.startswith(("numpy[", "reference[")),
+             lambda c: c.pair is main and c.pair.precision == "fp32"],
+            expected="--reference RUN_DIR, --model FILE.py:FACTORY, or an fp32 pair",
+            got=f"{main.label} ({main.precision})")
     result.reference = baseline.name
     result.candidates = [c.backend.name for c in cands]
-    result.config = {"steps": steps, "seed": seed, "devices": list(devices), "checks": list(checks),
-                     "threads": threads, "against": [str(a) for a in against], "data": None,
+    result.config = {"steps": opts.steps, "seed": opts.seed, "devices": list(opts.devices), "checks": list(checks),
+                     "threads": opts.threads, "against": [str(a) for a in opts.against], "data": None,
                      "tolerances": tol.to_dict(), "task": "seq2seq",
                      "files": {p.label: [str(p.encoder.path), str(p.decoder.path)] for p in pairs},
                      "precisions": {p.label: p.precision for p in pairs},
                      "candidate_precisions": {c.backend.name: c.pair.precision for c in cands},
                      "candidate_profiles": {c.backend.name: c.profile.precision for c in cands},
                      "provider_options": popts}
-    result.environment = {"python": sys.version.split()[0], "platform": platform.platform(), "numpy": np.__version__}
-    for mod in ("onnxruntime", "onnx", "torch"):
-        if mod in sys.modules:
-            result.environment[mod] = getattr(sys.modules[mod], "__version__", "?")
     ort_pairs = [c.backend for c in cands if isinstance(c.backend.dec, OrtBackend)] \
         if cands and all(isinstance(c.backend, GraphPair) for c in cands) else []
-    result.environment["providers"] = {b.name: b.dec.providers for b in ort_pairs}
-    result.environment["threads"] = {b.name: b.dec.threads for b in ort_pairs}
+    result.environment = environment((b.name, b.dec) for b in ort_pairs)
 
     m = main.manifest
-    sp = {"pad": 0, "bos": 1, "eos": 2, **((m.special_tokens if m is not None else None) or {})}
+    sp = {**SPECIAL_TOKENS, **((m.special_tokens if m is not None else None) or {})}
     bos, eos = int(sp["bos"]), int(sp["eos"])
     max_len = int(m.max_len) if m is not None and m.max_len else 16
-    case_list = random_cases(main, seed, bos, max_len)
-    if run_dir is not None and run_data:
+    case_list = random_cases(main, opts.seed, bos, max_len)
+    if run_dir is not None and opts.run_data:
         try:
-            case_list.append(run_data_case(run_dir, main, bos, data_limit))
+            case_list.append(run_data_case(run_dir, main, bos, opts.data_limit))
             result.config["run_data"] = case_list[-1].name
         except (DataError, UnknownChoiceError) as e:
-            result.skip("run data", _why(e))
+            result.skip("run data", describe_error(e))
     if case_list[-1].labels is not None:
         # decode at least as far as the longest label (eos included)
         max_len = max(max_len, int(case_list[-1].labels.shape[1]))
@@ -415,18 +404,14 @@ def verify_pair(model, *, reference=None, model_spec=None, checkpoint=None, agai
     return result
 
 
-def _why(e: Exception) -> str:
-    return str(e) if isinstance(e, EdgeLSTMError) else f"{type(e).__name__}: {e}"
-
-
 def _failed_run(result, cand, checks, e) -> None:
     if cand.backend.oracle and isinstance(e, UnsupportedError):  # an operator the oracle lacks
-        result.skip(cand.backend.name, _why(e))
+        result.skip(cand.backend.name, describe_error(e))
         return
     for check in ("outputs", "task"):
         if check in checks:
             result.add(CheckResult(check, cand.backend.name, result.reference, None, False,
-                                   message=f"run failed: {_why(e)}"))
+                                   message=f"run failed: {describe_error(e)}"))
 
 
 def _check_outputs_task(result, baseline, cands, case_list, tol, checks, max_len, bos, eos) -> None:
@@ -447,7 +432,7 @@ def _check_outputs_task(result, baseline, cands, case_list, tol, checks, max_len
                     got = np.concatenate([g[out].ravel() for g in got_tf]).astype(np.float64)
                     per_case = [error_stats(r[out], g[out], name=out).max_abs for r, g in zip(ref_tf, got_tf)]
                 except EdgeLSTMError as e:  # shape mismatch, named
-                    result.add(CheckResult("outputs", cand.backend.name, result.reference, out, False, message=_why(e)))
+                    result.add(CheckResult("outputs", cand.backend.name, result.reference, out, False, message=describe_error(e)))
                     continue
                 s = error_stats(ref, got, name=out)
                 ok, rule, why = tol.judge(out, s, cand.profile)
@@ -573,9 +558,9 @@ def _check_batch_invariance(result, cands, case: S2SCase, tol) -> None:
                         problems.append(f"source {i} (length {n}) {out}: {why}")
         except Exception as e:
             if cand.backend.oracle and isinstance(e, UnsupportedError):
-                result.skip(f"batch_invariance [{cand.backend.name}]", _why(e))
+                result.skip(f"batch_invariance [{cand.backend.name}]", describe_error(e))
                 continue
-            problems.append(f"run failed: {_why(e)}")
+            problems.append(f"run failed: {describe_error(e)}")
         result.add(CheckResult("batch_invariance", cand.backend.name, "source alone", None, not problems,
                                f"in padded batch == alone, {cand.profile.precision} profile", "; ".join(problems),
                                f"{case.name} lengths={case.lengths.tolist()}", worst))
