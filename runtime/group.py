@@ -22,15 +22,17 @@ memory and make the buffers anew (membership changes are rare next to steps).
 """
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 import numpy as np
 import onnxruntime as ort
 
 from edgelstm.errors import InputError, UsageError
-from edgelstm.runtime.model import Model
 from edgelstm.runtime.result import RunResult
 from edgelstm.runtime.stream import check_stream, drop_time, step_outputs
+
+if TYPE_CHECKING:  # annotations only: model.py imports this module to make streams
+    from edgelstm.runtime.model import Model
 
 
 class StreamGroup:

@@ -22,7 +22,7 @@ from edgelstm.runtime.providers import CPU, CUDA, TRT, plan_providers
 from edgelstm.runtime.result import NodePlacement, RunResult, StatePair, io_specs
 from edgelstm.runtime.session import LoadOptions, create_session, session_options
 
-if TYPE_CHECKING:  # the stream modules import this one
+if TYPE_CHECKING:  # annotations only (the stream modules import this one)
     from edgelstm.runtime.group import StreamGroup
     from edgelstm.runtime.stream import Stream
 

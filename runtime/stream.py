@@ -30,16 +30,18 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 import numpy as np
 import onnxruntime as ort
 
 from edgelstm.errors import InputError, StreamInUseError, UnsupportedError, UsageError
 from edgelstm.fileio import atomic_path
-from edgelstm.runtime.model import Model
 from edgelstm.runtime.result import RunResult
 from edgelstm.runtime.session import NAN_MODES
+
+if TYPE_CHECKING:  # annotations only: model.py imports this module to make streams
+    from edgelstm.runtime.model import Model
 
 
 def check_stream(model: Model, nan: str | None) -> str:

@@ -29,13 +29,34 @@ def _absolute(node: ast.ImportFrom, module: str | None, is_package: bool) -> str
     return ".".join(base + ([node.module] if node.module else []))
 
 
+def _type_checking(node: ast.AST) -> bool:
+    """``if TYPE_CHECKING:`` (or ``typing.TYPE_CHECKING``): a block that never runs."""
+    t = node.test if isinstance(node, ast.If) else None
+    return (isinstance(t, ast.Name) and t.id == "TYPE_CHECKING") or (
+        isinstance(t, ast.Attribute) and t.attr == "TYPE_CHECKING")
+
+
+def _runtime_nodes(tree: ast.AST):
+    """Every node that can run: ``ast.walk`` without the bodies of ``if TYPE_CHECKING:`` blocks
+    (imports for annotations only, which Python never executes; their ``else`` still counts)."""
+    todo = [tree]
+    while todo:
+        node = todo.pop()
+        yield node
+        if _type_checking(node):
+            todo.extend(node.orelse)
+            continue
+        todo.extend(ast.iter_child_nodes(node))
+
+
 def imports(path: Path, module: str | None = None) -> set[str]:
     """Every module an ``import`` / ``from ... import`` in ``path`` names (function-level ones
-    too): for ``from a import b`` both ``a`` and ``a.b``. With ``module`` (the file's own dotted
-    name) relative imports are resolved; without it they are left out."""
+    too, ``if TYPE_CHECKING:`` blocks left out: they never run): for ``from a import b`` both
+    ``a`` and ``a.b``. With ``module`` (the file's own dotted name) relative imports are
+    resolved; without it they are left out."""
     is_package = path.name == "__init__.py"
     out = set()
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+    for node in _runtime_nodes(ast.parse(path.read_text(encoding="utf-8"))):
         if isinstance(node, ast.Import):
             out.update(a.name for a in node.names)
         elif isinstance(node, ast.ImportFrom):
@@ -64,11 +85,12 @@ def module_files() -> dict[str, Path]:
 def edges(path: Path, module: str) -> set[str]:
     """The modules of this tree that ``path`` (module ``module``) imports, file by file:
     ``import a.b`` -> ``a.b``; ``from pkg import x`` -> ``pkg.x`` where that is a module, else
-    ``pkg`` (its ``__init__``); relative imports resolved; function-level imports included."""
+    ``pkg`` (its ``__init__``); relative imports resolved; function-level imports included,
+    ``if TYPE_CHECKING:`` blocks left out (they never run)."""
     files = module_files()
     is_package = path.name == "__init__.py"
     out = set()
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+    for node in _runtime_nodes(ast.parse(path.read_text(encoding="utf-8"))):
         if isinstance(node, ast.Import):
             out.update(a.name for a in node.names if a.name in files)
         elif isinstance(node, ast.ImportFrom):

@@ -69,3 +69,13 @@ def test_the_check_sees_function_level_imports(tmp_path):
     f = tmp_path / "m.py"
     f.write_text("def f():\n    from edgelstm.verify.core import verify\n    import torch\n")
     assert {"edgelstm.verify.core", "torch"} <= imports(f)
+
+
+def test_the_check_leaves_out_type_checking_blocks(tmp_path):
+    """Imports for annotations only never run, so they are no edge; their ``else`` branch is."""
+    f = tmp_path / "m.py"
+    f.write_text("from typing import TYPE_CHECKING\nimport typing\nif TYPE_CHECKING:\n    import torch\n"
+                 "if typing.TYPE_CHECKING:\n    import onnx\nelse:\n    import json\n")
+    got = imports(f)
+    assert "torch" not in got and "onnx" not in got
+    assert {"typing", "json"} <= got
