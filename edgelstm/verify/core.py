@@ -427,7 +427,7 @@ def _task_rmse(result, cand, group, items, tol) -> None:
     allowed = _tie_tol(tol, prof, out, rr[valid])
     ok = not rmse_got > rmse_ref + allowed
     stats = {"rmse": rmse_got, "reference_rmse": rmse_ref, "allowed_rise": allowed, "labelled": int(e_ref.size),
-             "units": "normalized targets" if case.meta.get("target_normalized") else "data units"}
+             "units": "data units"}  # targets and outputs both in data units (edgelstm.run_data.RunData)
     msg = "" if ok else f"{out}: rmse {rmse_got:.4g} > reference {rmse_ref:.4g} + {allowed:.3g}"
     result.add(CheckResult("task", cand.backend.name, result.reference, out, ok,
                            f"rmse <= reference rmse + {allowed:.3g} (output tolerance)", msg, group, stats))
