@@ -481,37 +481,14 @@ def load_torch_reference(reference=None, *, model: str | None = None, checkpoint
 
 
 def _load_user_module(spec: str, checkpoint: str | None):
-    """``FILE.py:FACTORY`` or ``package.module:FACTORY`` -> module, with weights from ``checkpoint``."""
-    import importlib
-    import importlib.util
+    """``FILE.py:FACTORY`` or ``package.module:FACTORY`` -> module, with weights from ``checkpoint``:
+    export's own loader (:mod:`edgelstm.exporters.usermodel`), so verify takes the same models
+    under the same rules."""
+    from edgelstm.exporters.usermodel import build_user_model, load_user_checkpoint
 
-    path, sep, factory = spec.rpartition(":")
-    if not sep or not path or not factory:
-        raise UsageError("--model", "malformed model spec", expected="FILE.py:FACTORY or package.module:FACTORY", got=spec)
-    try:
-        if path.endswith(".py"):
-            if not Path(path).is_file():
-                raise ModelDefinitionError(path, "model file not found", expected="an existing .py file", got=path)
-            mod_spec = importlib.util.spec_from_file_location(f"_edgelstm_user_{Path(path).stem}", path)
-            mod = importlib.util.module_from_spec(mod_spec)
-            mod_spec.loader.exec_module(mod)
-        else:
-            mod = importlib.import_module(path)
-    except ModelDefinitionError:
-        raise
-    except Exception as e:
-        raise ModelDefinitionError(path, "model module does not import", got=f"{type(e).__name__}: {e}") from None
-    fn = getattr(mod, factory, None)
-    if fn is None:
-        raise ModelDefinitionError(spec, "factory not found in module", expected=factory,
-                                   got=sorted(n for n in dir(mod) if not n.startswith("_")))
-    try:
-        module = fn()
-    except Exception as e:
-        raise ModelDefinitionError(spec, "factory raised", got=f"{type(e).__name__}: {e}") from None
+    module = build_user_model(spec)
     if checkpoint is not None:
-        from edgelstm.checkpoint import load_weights
-        load_weights(module, checkpoint)
+        load_user_checkpoint(module, checkpoint)
     return module
 
 
