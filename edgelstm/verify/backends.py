@@ -382,8 +382,9 @@ class TorchBackend(Backend):
 
     def _export_wrapper(self):
         """The wrapper export traced, with the recurrent modules export found (same order)."""
-        from edgelstm.exporters.core import plan_module
+        from edgelstm.exporters.plan import ExportOptions
         from edgelstm.exporters.recurrent import describe, find_recurrent
+        from edgelstm.exporters.user_plan import plan_module
 
         by_name = {t.name: t for t in self.spec.interface.inputs}
 
@@ -394,8 +395,8 @@ class TorchBackend(Backend):
             return f"{tree}:{t.dtype}[{','.join(str(d) for d in t.shape)}]"
 
         specs = [spec(tree, i) for i, tree in enumerate(_arg_trees(self.binding))]
-        plan = plan_module(self.module, inputs=specs, lengths_input=self.binding.get("lengths"),
-                           expose_state=bool(self.binding.get("state")))
+        plan = plan_module(self.module, None, ExportOptions(inputs=specs, lengths_input=self.binding.get("lengths"),
+                                                            expose_state=bool(self.binding.get("state"))))
         found = find_recurrent(plan.root)
         return plan, found, [describe(m, p) for p, m in found]
 
@@ -412,7 +413,7 @@ class TorchBackend(Backend):
                 with proxies_installed(plan.root, found, layers):
                     outs = self._call(plan.wrapper, args, [s.name for s in plan.inputs])
             else:
-                from edgelstm.exporters.core import rebuild_argument
+                from edgelstm.exporters.plan import rebuild_argument
 
                 trees = _arg_trees(self.binding) if self.binding is not None else list(self.spec.input_names)
                 named = {n: torch.from_numpy(np.ascontiguousarray(np.asarray(v))) for n, v in feeds.items()}
