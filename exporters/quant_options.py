@@ -38,7 +38,8 @@ class QuantizeOptions:
     gru: str = "int8"                          # int8: "int8" rewrites GRU for int8 weights, "float" leaves it
     calibration_samples: int = 512             # at most this many sequences are used to calibrate / evaluate
     batch_size: int = 32                       # sequences per onnxruntime call while calibrating / evaluating
-    threads: int = 1                           # intra-op threads when evaluating (int8 LSTM output depends on it)
+    threads: int | None = 1                    # intra-op threads when evaluating (int8 LSTM output depends on
+                                               # it); None or 0: onnxruntime's default (the one thread rule)
     force_int8: bool = False                   # int8: quantize every node the mode can take, even where int8
                                                # is slower than float (see int8_plan.py)
     accept_error: bool = False                 # write the output even when it is far off (see MIN_SQNR_DB)
@@ -57,8 +58,10 @@ class QuantizeOptions:
         if self.recurrent is not None and self.recurrent not in RECURRENT_CHOICES:
             raise UnknownChoiceError("--recurrent", "unknown recurrent treatment",
                                      expected=list(RECURRENT_CHOICES), got=self.recurrent)
-        for name, value in (("calibration_samples", self.calibration_samples), ("batch_size", self.batch_size),
-                            ("threads", self.threads)):
+        from edgelstm.runtime.session import check_threads  # the one thread rule (imports onnxruntime)
+
+        check_threads(self.threads)
+        for name, value in (("calibration_samples", self.calibration_samples), ("batch_size", self.batch_size)):
             if not isinstance(value, int) or value < 1:
                 raise UsageError(name, "must be a positive integer", expected=">= 1", got=value)
         if self.mode == "int8-static":

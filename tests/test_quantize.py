@@ -190,9 +190,10 @@ def test_fp16_io_and_gpu_target(models, tmp_path, family):
     (dict(mode="int8-dynamic", keep_io_types=True), UsageError, "--keep-io-types \\| only applies to fp16"),
     (dict(mode="fp16", target="npu"), UnknownChoiceError, "unknown target"),
     (dict(mode="fp16", keep_io_types=False), UsageError, "float16 inputs/outputs need fp16 compute"),
+    (dict(mode="fp16", threads=-1), UsageError, r"threads \| intra-op thread count must be an integer >= 0 or None"),
 ], ids=["unknown-mode", "static-no-calibration", "fp16-per-channel", "method-with-dynamic", "unknown-method",
         "int8-on-gpu", "io-types-with-int8", "unknown-target",
-        "fp16-io-on-cpu"])
+        "fp16-io-on-cpu", "negative-threads"])
 def test_bad_options_rejected_before_any_work(tmp_path, kwargs, err, match):
     out = tmp_path / "q.onnx"
     mode = kwargs.pop("mode")
@@ -241,6 +242,9 @@ def test_options_dataclass_defaults():
     o = QuantizeOptions(mode="int8-static").validate(has_calibration=True)
     assert (o.method, o.recurrent, o.keep_io_types) == ("minmax", "int8-dynamic", None)
     assert QuantizeOptions(mode="fp16").validate(has_calibration=False).keep_io_types is True
+    # the one thread rule (edgelstm.runtime.session.check_threads): None and 0 are onnxruntime's default
+    assert [QuantizeOptions(mode="fp16", threads=t).validate(has_calibration=False).threads for t in (None, 0, 2)] \
+        == [None, 0, 2]
 
 
 # ============================================================================ CLI

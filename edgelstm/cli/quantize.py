@@ -40,7 +40,8 @@ class QuantizeCommand:
 
         return QuantizeOptions(mode=self.mode, per_channel=self.per_channel, method=self.method, target=self.target,
                                keep_io_types=self.keep_io_types, recurrent=self.recurrent, gru=self.gru,
-                               calibration_samples=self.samples, threads=self.threads or 1,
+                               calibration_samples=self.samples,
+                               threads=1 if self.threads is None else self.threads,  # 0: onnxruntime's default
                                force_int8=self.force_int8, accept_error=self.accept_error)
 
     def job(self):
