@@ -113,7 +113,7 @@ def torch_module(family: str, hidden: int, layers: int) -> torch.nn.Module:
 def build(family: str, hidden: int, layers: int, d: Path) -> tuple[torch.nn.Module, list[Graph]]:
     """The PyTorch module and its exported fp32 / int8 graphs (the project's exporter and quantizer)."""
     from edgelstm.exporters import export_model
-    from edgelstm.exporters.runs import seq2seq_paths
+    from edgelstm.runtime.interface import pair_paths
 
     model = torch_module(family, hidden, layers)
     stem = f"{family}{layers}x{hidden}"
@@ -125,7 +125,7 @@ def build(family: str, hidden: int, layers: int, d: Path) -> tuple[torch.nn.Modu
     # companion by the name in the manifest
     qdir = d / "int8"
     qdir.mkdir(exist_ok=True)
-    files = dict(zip(("encoder", "decoder_step"), seq2seq_paths(fp32))) if family == "attention" else {"model": fp32}
+    files = dict(zip(("encoder", "decoder_step"), pair_paths(fp32))) if family == "attention" else {"model": fp32}
     graphs = [Graph(role, files[role], None, cases) for role, cases in graph_cases(family)]
     for g in graphs:
         try:

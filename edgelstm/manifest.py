@@ -36,6 +36,11 @@ FAMILIES = ("lstm", "peephole", "gru", "attention", "rnn", "custom")
 PRECISIONS = ("fp32", "fp16", "int8-dynamic", "int8-static")
 TASKS = ("classify", "label", "regress", "forecast", "seq2seq", "custom")
 GRAPH_ROLES = ("model", "encoder", "decoder_step")
+#: Default ONNX opset (export's default, and a manifest's when it names none). 17 holds every op
+#: edgelstm emits (LSTM/GRU/RNN-14, Squeeze/Slice with tensor axes); it is the newest opset the
+#: TorchScript exporter fully covers AND is run by every onnxruntime release since 1.11 (2022),
+#: which matters on edge devices with older builds.
+DEFAULT_OPSET = 17
 
 
 @dataclass
@@ -86,7 +91,7 @@ class Manifest:
     states: list[StateSpec] = field(default_factory=list)
     graph: str = "model"  # "model" | "encoder" | "decoder_step"
     precision: str = "fp32"
-    opset: int = 17
+    opset: int = DEFAULT_OPSET
     normalization: Normalization | None = None
     labels: list[str] | None = None      # class names for classifiers
     vocab: list[str] | None = None       # token strings for seq2seq / char models
@@ -139,7 +144,7 @@ class Manifest:
                 outputs=[TensorSpec.from_dict(t) for t in d["outputs"]],
                 states=[StateSpec.from_dict(s) for s in d.get("states", [])],
                 graph=d.get("graph", "model"), precision=d.get("precision", "fp32"),
-                opset=int(d.get("opset", 17)),
+                opset=int(d.get("opset", DEFAULT_OPSET)),
                 normalization=Normalization(**norm) if norm else None,
                 labels=d.get("labels"), vocab=d.get("vocab"),
                 special_tokens=dict(d.get("special_tokens", {})), max_len=d.get("max_len"),
@@ -290,7 +295,7 @@ def check_schema(d: dict, *, source: str = "manifest") -> None:
     s.int_("layers", d.get("layers"), 1)
     s.int_("hidden_size", d.get("hidden_size"), 1)
     s.int_("directions", d.get("directions"), 1)
-    s.int_("opset", d.get("opset", 17), 1)
+    s.int_("opset", d.get("opset", DEFAULT_OPSET), 1)
     s.int_("max_len", d.get("max_len"), 1, optional=True)
     for k in ("inputs", "outputs"):
         s.list_(k, d.get(k))

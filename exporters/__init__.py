@@ -14,9 +14,10 @@ from typing import Any
 
 _LAZY = {
     "export": "edgelstm.exporters.core",
-    "ExportReport": "edgelstm.exporters.core",
+    "ExportOptions": "edgelstm.exporters.plan",
+    "ExportReport": "edgelstm.exporters.plan",
     "read_manifest": "edgelstm.exporters.core",
-    "DEFAULT_OPSET": "edgelstm.exporters.core",
+    "DEFAULT_OPSET": "edgelstm.manifest",
     "export_model": "edgelstm.exporters.runs",
     "export_run": "edgelstm.exporters.runs",
     "InputSpec": "edgelstm.exporters.spec",

@@ -11,11 +11,8 @@ import numpy as np
 import onnx
 
 from edgelstm.errors import ExportError
+from edgelstm.stats import FP32_RTOL_SCALE  # the fp32 parity rule, defined once
 
-#: fp32 parity rule: max |onnx - torch| <= FP32_RTOL_SCALE * max(1, max |torch|).
-#: Both sides compute in fp32; reordered sums accumulate O(T * eps32) relative error over T steps,
-#: so the bound scales with the magnitude of the reference and not below 1 (docs/DESIGN.md).
-FP32_RTOL_SCALE = 1e-5
 
 
 def tolerance(reference: np.ndarray, scale: float = FP32_RTOL_SCALE) -> float:

@@ -301,12 +301,13 @@ def _scan_body(top: _Builder, shared: _Shared, w: _Direction, d: int, H: int, lb
 
 
 def _sequence_branch(top: _Builder, shared: _Shared, dirs: list[_Direction], H: int, lbr: int,
-                     lens: str | None, valid: str | None, want_y: bool, want_yh: bool, elem: int,
+                     lens: str | None, valid: str | None, wants: tuple[bool, bool], elem: int,
                      dtype) -> onnx.GraphProto:
     """Any T: a ``Scan`` per direction. With ``sequence_lens`` the Scan runs unmasked (no
     per-step mask): the reverse direction reads each sequence's first ``len`` steps reversed
     (``ReverseSequence``), ``Y_h`` is the output at step ``len - 1`` (zeros for ``len = 0``) and
-    ``Y`` is zeroed beyond ``len``."""
+    ``Y`` is zeroed beyond ``len``. ``wants``: whether ``Y`` and ``Y_h`` are read."""
+    want_y, want_yh = wants
     b = top.sub(f"{top.prefix}/seq")
     ax0 = b.const("ax0", np.array([0], np.int64))
     ys, yhs = [], []
@@ -423,7 +424,7 @@ def _rewrite_node(node: onnx.NodeProto, inits: dict[str, onnx.TensorProto], top:
                      direction == "reverse" or (direction == "bidirectional" and d == 1)) for d in range(D)]
     want_y, want_yh = bool(y_name), bool(yh_name)
     then_g = _one_step_branch(b, shared, dirs, H, lbr, valid, want_y, want_yh, elem, dtype)
-    else_g = _sequence_branch(b, shared, dirs, H, lbr, sl_name or None, valid, want_y, want_yh, elem, dtype)
+    else_g = _sequence_branch(b, shared, dirs, H, lbr, sl_name or None, valid, (want_y, want_yh), elem, dtype)
     if_out = []
     if want_y:
         if_out.append(y_name if layout == 0 else b.name("y_tdbh"))

@@ -12,24 +12,24 @@ axes, tolerance. The graphs are traced from the model's own ``forward`` / ``enco
 """
 from __future__ import annotations
 
-import contextlib
 import os
-import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import numpy as np
 import torch
 from torch import nn
 
 from edgelstm.errors import UsageError
-from edgelstm.exporters import checks
-from edgelstm.exporters.core import (DEFAULT_OPSET, ExportReport, GraphPlan, GraphWrapper, build_graph,
-                                     write_models)
+from edgelstm.exporters.build import build_graph, write_models
+from edgelstm.exporters.plan import ExportReport, GraphPlan, GraphWrapper, flatten_outputs
 from edgelstm.exporters.recurrent import RecurrentProxy
 from edgelstm.exporters.spec import InputSpec
-from edgelstm.manifest import Manifest, Normalization, StateSpec
+from edgelstm.manifest import DEFAULT_OPSET, Manifest, Normalization, StateSpec
+from edgelstm.models.sequence import rnn_hook
+from edgelstm.runtime.interface import pair_paths
+from edgelstm.stats import FP32_RTOL_SCALE
 
 
 @dataclass(frozen=True)
@@ -38,7 +38,7 @@ class FamilyExport:
 
     name: str
     state_names: tuple[str, ...]
-    parity_scale: float = checks.FP32_RTOL_SCALE
+    parity_scale: float = FP32_RTOL_SCALE
 
 
 #: One entry per family of edgelstm.models (a test fails when a family has none).
@@ -50,36 +50,19 @@ FAMILY_EXPORTS: dict[str, FamilyExport] = {
 }
 
 
-@contextlib.contextmanager
-def route_run_rnn_through_proxies() -> Iterator[None]:
-    """``edgelstm.models``' ``run_rnn`` packs sequences for nn.LSTM/GRU; while exporting, a proxied
-    rnn gets the padded tensor and ``lengths=`` instead (ONNX ``sequence_lens`` semantics, the
-    same results). Other modules go through the original function."""
-    from edgelstm.models import sequence  # noqa: PLC0415
-
-    original = sequence.run_rnn
-
-    def run_rnn(rnn, x, lengths, hx):
-        if not isinstance(rnn, RecurrentProxy):
-            return original(rnn, x, lengths, hx)
-        rnn_in = x if rnn.batch_first else x.transpose(0, 1)
-        y, h_n = rnn(rnn_in, hx, lengths=lengths)
-        return (y if rnn.batch_first else y.transpose(0, 1)), h_n
-
-    patched = [m for name, m in list(sys.modules.items())
-               if name.startswith("edgelstm.models") and m is not None and getattr(m, "run_rnn", None) is original]
-    for m in patched:
-        m.run_rnn = run_rnn
-    try:
-        yield
-    finally:
-        for m in patched:
-            m.run_rnn = original
+def _proxy_run_rnn(rnn, x, lengths, hx):
+    """``edgelstm.models``' ``run_rnn`` packs sequences for nn.LSTM/GRU; while exporting (through
+    :func:`edgelstm.models.sequence.rnn_hook`), a proxied rnn gets the padded tensor and
+    ``lengths=`` instead (ONNX ``sequence_lens`` semantics, the same results). None for other
+    modules: they go through ``run_rnn`` itself."""
+    if not isinstance(rnn, RecurrentProxy):
+        return None
+    rnn_in = x if rnn.batch_first else x.transpose(0, 1)
+    y, h_n = rnn(rnn_in, hx, lengths=lengths)
+    return (y if rnn.batch_first else y.transpose(0, 1)), h_n
 
 
 def _numpy(outs, names: list[str]) -> dict[str, np.ndarray]:
-    from edgelstm.exporters.core import flatten_outputs  # noqa: PLC0415
-
     flat = flatten_outputs(outs)
     return {n: t.detach().cpu().numpy() for n, t in zip(names, flat)}
 
@@ -95,10 +78,9 @@ def _reference(fn: Callable, names_in: list[str], names_out: list[str]) -> Calla
 class _SequenceCall(nn.Module):
     """``(x, lengths, h_in[, c_in]) -> (out, h_out[, c_out])`` through the model's own forward."""
 
-    def __init__(self, model: nn.Module, n_state: int):
+    def __init__(self, model: nn.Module):
         super().__init__()
         self.model = model
-        self.n_state = n_state
 
     def forward(self, x, lengths, *state):
         return self.model(x, lengths, tuple(state))
@@ -146,7 +128,7 @@ def sequence_plan(model: nn.Module, run: Any | None = None) -> GraphPlan:
     out_names = [out_name] + [f"{s}_out" for s in fam.state_names]
     axes = {out_name: {0: "batch"} if cfg.task == "classify" else {0: "batch", 1: "time"}}
     axes.update({f"{s}_out": {1: "batch"} for s in fam.state_names})
-    wrapper = GraphWrapper(_SequenceCall(model, len(fam.state_names)), [s.name for s in specs],
+    wrapper = GraphWrapper(_SequenceCall(model), [s.name for s in specs],
                            [s.name for s in specs], "lengths", [])
     m = _base_manifest(cfg, run, task=cfg.task)
     m.states = [StateSpec(f"{s}_in", f"{s}_out", list(state_shape)) for s in fam.state_names]
@@ -171,7 +153,7 @@ def sequence_plan(model: nn.Module, run: Any | None = None) -> GraphPlan:
 
 def seq2seq_plans(model: nn.Module, run: Any | None, encoder_file: str, decoder_file: str
                   ) -> tuple[GraphPlan, GraphPlan]:
-    from edgelstm.models.config import BOS, EOS, PAD  # noqa: PLC0415
+    from edgelstm.tokens import BOS, EOS, PAD  # noqa: PLC0415
 
     cfg = model.config
     H, L = cfg.hidden_size, cfg.num_layers
@@ -225,13 +207,6 @@ def seq2seq_plans(model: nn.Module, run: Any | None, encoder_file: str, decoder_
     return enc_plan, dec_plan
 
 
-def seq2seq_paths(path: str | os.PathLike) -> tuple[Path, Path]:
-    """``OUT.onnx`` -> ``OUT.encoder.onnx``, ``OUT.decoder_step.onnx``."""
-    from edgelstm.runtime.interface import pair_paths  # noqa: PLC0415
-
-    return pair_paths(Path(path))
-
-
 def export_model(model: nn.Module, path: str | os.PathLike, *, run: Any | None = None,
                  checkpoint_sha256: str | None = None, opset: int = DEFAULT_OPSET, verify: bool = True,
                  atol_scale: float | None = None) -> ExportReport:
@@ -244,12 +219,12 @@ def export_model(model: nn.Module, path: str | os.PathLike, *, run: Any | None =
     scale = atol_scale if atol_scale is not None else FAMILY_EXPORTS[cfg.family].parity_scale
     model.eval()
     if cfg.task == "seq2seq":
-        enc_path, dec_path = seq2seq_paths(path)
+        enc_path, dec_path = pair_paths(Path(path))
         plans = list(zip(seq2seq_plans(model, run, enc_path.name, dec_path.name), (enc_path, dec_path)))
     else:
         plans = [(sequence_plan(model, run), Path(path))]
     built = []
-    with route_run_rnn_through_proxies():
+    with rnn_hook(_proxy_run_rnn):
         for plan, p in plans:
             plan.manifest.checkpoint_sha256 = checkpoint_sha256
             graph, report = build_graph(plan, opset=opset, verify=verify, subject=str(p), parity_scale=scale)

@@ -93,19 +93,6 @@ def check_specs(specs: list[InputSpec]) -> None:
         seen.add(s.name)
 
 
-def axis_names(specs: list[InputSpec]) -> list[str]:
-    names: list[str] = []
-    for s in specs:
-        for d in s.dims:
-            if isinstance(d, str) and d not in names:
-                names.append(d)
-    return names
-
-
-def example_sizes(specs: list[InputSpec]) -> dict[str, int]:
-    return {n: EXAMPLE_SIZES.get(n, EXAMPLE_SIZE_DEFAULT) for n in axis_names(specs)}
-
-
 def time_axis_of(specs: list[InputSpec], lengths_input: str | None) -> str | None:
     """The axis a lengths input counts along: the first named axis other than ``batch``."""
     for s in specs:

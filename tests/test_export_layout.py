@@ -123,7 +123,7 @@ def test_batch_major_boundary_over_time_major_lstm_streams(tmp_path):
 
 def test_unused_recurrent_module_warns_and_is_left_out(tmp_path, caplog):
     path = tmp_path / "u.onnx"
-    with caplog.at_level(logging.WARNING, logger="edgelstm.exporters.core"):
+    with caplog.at_level(logging.WARNING, logger="edgelstm.exporters.build"):
         report = export(WithUnused().eval(), None, path, inputs=["x:float32[batch,time,4]"])
     assert "recurrent module(s) ['spare'] are never called by the forward" in caplog.text
     assert [n["op"] for n in report.recurrent_nodes] == ["GRU"]

@@ -253,7 +253,7 @@ def test_one_step_runs_no_scan(two_layers, tmp_path):
 def quantized(two_layers, tmp_path_factory):
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    from edgelstm.exporters.quantize import REDUCE_RANGE
+    from edgelstm.exporters.quant_passes import REDUCE_RANGE
 
     _, rewritten = two_layers
     d = tmp_path_factory.mktemp("gru8")

@@ -230,7 +230,7 @@ def test_malformed_manifest_fields_are_refused(capsys, exported, case, command):
 
 def test_export_refuses_to_write_what_its_runtime_refuses(exported):
     """The check export runs on what it writes is the readers' check."""
-    from edgelstm.exporters.core import check_written
+    from edgelstm.exporters.build import check_written
     from edgelstm.errors import ExportError
 
     model = onnx.load(str(exported / "m.onnx"))

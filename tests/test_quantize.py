@@ -190,9 +190,10 @@ def test_fp16_io_and_gpu_target(models, tmp_path, family):
     (dict(mode="int8-dynamic", keep_io_types=True), UsageError, "--keep-io-types \\| only applies to fp16"),
     (dict(mode="fp16", target="npu"), UnknownChoiceError, "unknown target"),
     (dict(mode="fp16", keep_io_types=False), UsageError, "float16 inputs/outputs need fp16 compute"),
+    (dict(mode="fp16", threads=-1), UsageError, r"threads \| intra-op thread count must be an integer >= 0 or None"),
 ], ids=["unknown-mode", "static-no-calibration", "fp16-per-channel", "method-with-dynamic", "unknown-method",
         "int8-on-gpu", "io-types-with-int8", "unknown-target",
-        "fp16-io-on-cpu"])
+        "fp16-io-on-cpu", "negative-threads"])
 def test_bad_options_rejected_before_any_work(tmp_path, kwargs, err, match):
     out = tmp_path / "q.onnx"
     mode = kwargs.pop("mode")
@@ -241,6 +242,9 @@ def test_options_dataclass_defaults():
     o = QuantizeOptions(mode="int8-static").validate(has_calibration=True)
     assert (o.method, o.recurrent, o.keep_io_types) == ("minmax", "int8-dynamic", None)
     assert QuantizeOptions(mode="fp16").validate(has_calibration=False).keep_io_types is True
+    # the one thread rule (edgelstm.runtime.session.check_threads): None and 0 are onnxruntime's default
+    assert [QuantizeOptions(mode="fp16", threads=t).validate(has_calibration=False).threads for t in (None, 0, 2)] \
+        == [None, 0, 2]
 
 
 # ============================================================================ CLI
@@ -296,7 +300,10 @@ def test_exported_family_quantizes(tmp_path, family):
     assert bool(r.gru_rewritten) == (family == "gru")
 
 
-def test_run_directory_as_calibration(tmp_path):
+@pytest.mark.parametrize("dataset,metric", [("timing", "accuracy (per step)"), ("sine", "rmse")], ids=["label", "forecast"])
+def test_run_directory_as_calibration(tmp_path, dataset, metric):
+    """The run's held-out split gives the task metric, the forecast's RMSE too (its targets are in
+    data units, as the graph's output: edgelstm.run_data)."""
     torch = pytest.importorskip("torch")
     from edgelstm.checkpoint import RunConfig, save_run
     from edgelstm.data import load_dataset
@@ -306,18 +313,19 @@ def test_run_directory_as_calibration(tmp_path):
 
     torch.set_num_threads(1)
     torch.manual_seed(0)
-    bundle = load_dataset("timing", seed=0)
+    bundle = load_dataset(dataset, seed=0)
     cfg = ModelConfig(family="gru", input_size=bundle.num_features, hidden_size=12, task=bundle.task,
                       num_outputs=bundle.num_outputs)
     run = tmp_path / "run"
-    save_run(run, build_model(cfg).eval(), RunConfig.for_model(cfg, dataset="timing", seed=0,
+    save_run(run, build_model(cfg).eval(), RunConfig.for_model(cfg, dataset=dataset, seed=0,
                                                                normalization=bundle.normalization.to_dict()
                                                                if bundle.normalization else None))
     src = tmp_path / "m.onnx"
     export_run(run, src)
     r = quantize(src, tmp_path / "q.onnx", "int8-static", calibration=run, calibration_samples=64, force_int8=True)
-    assert "timing" in r.data_source and r.samples == 64
-    assert r.metric is not None  # the split's labels give the task metric
+    assert dataset in r.data_source and "val split" in r.data_source and r.samples == 64
+    assert r.metric is not None and r.metric["name"] == metric  # the split's labels give the task metric
+    assert r.metric["delta"] == pytest.approx(r.metric["quantized"] - r.metric["float"])
     assert min(e.snr_db for e in r.errors) >= INT8_MIN_SQNR_DB
 
 
@@ -383,10 +391,10 @@ def test_cli_prints_each_decision(tmp_path):
                          ids=["2^18+", "2^17", "just-above"])
 def test_plan_threshold(tmp_path, hidden, features, pays):
     from edgelstm.exporters.int8_plan import MIN_INT8_WEIGHTS, plan_int8
-    from edgelstm.exporters.quantize import _name_nodes
+    from edgelstm.exporters.quant_passes import name_nodes
 
     model = onnx.load(str(_graph(tmp_path, "lstm", hidden, features)))
-    _name_nodes(model)
+    name_nodes(model)
     (lstm,) = [d for d in plan_int8(model, target="cpu", force=False) if d.op == "LSTM"]
     assert lstm.weights == 4 * hidden * (hidden + features) and lstm.int8 is pays
     assert (lstm.weights >= MIN_INT8_WEIGHTS) is pays

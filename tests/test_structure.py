@@ -28,17 +28,8 @@ EXEMPT_PARAMS = {"edgelstm/reference.py"}  # the ONNX reference cells: one argum
 # what is known to fail on this branch, and whose work fixes it (emptied at merge)
 KNOWN = {
     "cycle:edgelstm.demo_stages": "lands with helper A (the demo on library functions)",
-    "lines:exporters/core.py": "lands with helper B",
-    "lines:exporters/quantize.py": "lands with helper B",
     "lines:runtime/bench.py": "lands with helper A (the benchmark out of runtime/)",
     "params:edgelstm/cli/bench.py": "lands with helper A",
-    "params:edgelstm/cli/export.py": "lands with helper B",
-    "params:edgelstm/cli/quantize.py": "lands with helper B",
-    "params:exporters/core.py": "lands with helper B",
-    "params:exporters/gru_int8.py": "lands with helper B",
-    "params:exporters/quantize.py": "lands with helper B",
-    "tokens:edgelstm/verify/inputs.py": "lands with helper B (IGNORE_LABEL -> edgelstm.tokens.IGNORE_INDEX)",
-    "tokens:exporters/quantize.py": "lands with helper B (-100 -> edgelstm.tokens.IGNORE_INDEX)",
     "tokens:runtime/seq2seq.py": "lands with helper A (the default ids -> edgelstm.tokens.SPECIAL_TOKENS)",
 }
 

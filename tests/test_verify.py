@@ -279,7 +279,7 @@ def test_wiring_bugs_fail_streaming_even_without_torch(tmp_path, what, mutate):
 def test_int8_against_file_judged_by_snr(tmp_path):
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    from edgelstm.exporters.quantize import REDUCE_RANGE
+    from edgelstm.exporters.quant_passes import REDUCE_RANGE
 
     model, net = make("lstm", "classify", layers=1)
     fp32 = save(model, tmp_path / "m.onnx")

@@ -1,17 +1,45 @@
-"""``edgelstm export``: a run directory or a user's own nn.Module -> checked ONNX + manifest."""
+"""``edgelstm export``: a run directory or a user's own nn.Module -> checked ONNX + manifest.
+
+The command's options become one frozen :class:`ExportCommand`; a user module's become the
+library's :class:`~edgelstm.exporters.plan.ExportOptions`. Imports click, :mod:`edgelstm.cli.options`,
+the torch-free :mod:`edgelstm.manifest` / :mod:`edgelstm.stats` (defaults for ``--help``) and, when
+run, :mod:`edgelstm.exporters`.
+"""
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import click
 
 from edgelstm.cli import options
 from edgelstm.errors import UsageError
+from edgelstm.manifest import DEFAULT_OPSET  # torch-free: `edgelstm export --help` stays light
+from edgelstm.stats import FP32_RTOL_SCALE
 
-# Kept here (not imported) so `edgelstm export --help` does not import torch.
-_DEFAULT_OPSET = 17
-_DEFAULT_ATOL = 1e-5
+
+
+@dataclass(frozen=True)
+class ExportCommand:
+    """The ``export`` command's options, as click parsed them."""
+
+    run_dir: str | None
+    output: str
+    model_ref: str | None
+    checkpoint: str | None
+    inputs: tuple[str, ...]
+    output_names: tuple[str, ...]
+    states: tuple[str, ...]
+    min_sizes: tuple[str, ...]
+    example_sizes: tuple[str, ...]
+    lengths_input: str | None
+    expose_state: bool
+    opset: int
+    atol: float
+    no_verify: bool
+    json_out: str | None
+    overwrite: bool
 
 
 @click.command("export")
@@ -48,16 +76,15 @@ _DEFAULT_ATOL = 1e-5
               help="Add h_in/c_in inputs and h_out/c_out outputs for each recurrent module (streaming). "
                    "Needs a named batch and a named time axis in the data input (x, else the first "
                    "non-lengths input), in any order; only [batch,time,...] is marked streamable for run.")
-@click.option("--opset", type=int, default=_DEFAULT_OPSET, show_default=True,
-              help="ONNX opset (14..20). 17 covers every op emitted and runs on onnxruntime >= 1.11.")
-@click.option("--atol", type=float, default=_DEFAULT_ATOL, show_default=True,
+@click.option("--opset", type=int, default=DEFAULT_OPSET, show_default=True,
+              help=f"ONNX opset (14..20). {DEFAULT_OPSET} covers every op emitted and runs on onnxruntime >= 1.11.")
+@click.option("--atol", type=float, default=FP32_RTOL_SCALE, show_default=True,
               help="Parity rule: max |onnx - torch| <= ATOL * max(1, max|torch|), checked at several "
                    "batch sizes and time lengths.")
 @click.option("--no-verify", is_flag=True, help="Skip the numeric comparison with PyTorch (graph checks still run).")
 @options.json_out
 @options.overwrite
-def export_cmd(run_dir, output, model_ref, checkpoint, inputs, output_names, states, min_sizes, example_sizes,
-               lengths_input, expose_state, opset, atol, no_verify, json_out, overwrite):
+def export_cmd(**given):
     """Export RUN_DIR, or --model with --input specs, to ONNX with fused recurrent nodes.
 
     \b
@@ -68,15 +95,19 @@ def export_cmd(run_dir, output, model_ref, checkpoint, inputs, output_names, sta
       edgelstm export --model lm.py:build --input 'input:int64[time,batch]' \\
           --input 'hidden=(h:float32[2,batch,200],c:float32[2,batch,200])' -o lm.onnx
     """
-    options.check_range("--atol", atol, 1e-12, 1e6)  # NaN and inf fail too
+    cmd = ExportCommand(**given)
+    options.check_range("--atol", cmd.atol, 1e-12, 1e6)  # NaN and inf fail too
+    run_dir, model_ref, inputs, lengths_input, expose_state = (cmd.run_dir, cmd.model_ref, cmd.inputs,
+                                                               cmd.lengths_input, cmd.expose_state)
     if run_dir and model_ref:
         raise UsageError("export", "give either RUN_DIR or --model, not both", expected="one source",
                          got=f"{run_dir} and --model {model_ref}")
     if not run_dir and not model_ref:
         raise UsageError("export", "nothing to export", expected="RUN_DIR or --model FILE.py:FACTORY", got="neither")
     if run_dir:
-        extra = [n for n, v in (("--checkpoint", checkpoint), ("--input", inputs), ("--output-name", output_names),
-                                ("--state", states), ("--min-size", min_sizes), ("--example-size", example_sizes),
+        extra = [n for n, v in (("--checkpoint", cmd.checkpoint), ("--input", inputs),
+                                ("--output-name", cmd.output_names), ("--state", cmd.states),
+                                ("--min-size", cmd.min_sizes), ("--example-size", cmd.example_sizes),
                                 ("--lengths-input", lengths_input), ("--expose-state", expose_state)) if v]
         if extra:
             raise UsageError("export RUN_DIR", "options that only apply to --model", expected="none of them",
@@ -85,16 +116,16 @@ def export_cmd(run_dir, output, model_ref, checkpoint, inputs, output_names, sta
         if not inputs:
             raise UsageError("--input", "required with --model", expected="NAME:DTYPE[DIM,...] per forward input",
                              got="none")
-    out = Path(output)
+    out = Path(cmd.output)
     targets = [out]
     from edgelstm.exporters.spec import (check_specs, check_streaming_layout, leaves, parse_argument,  # noqa: PLC0415
                                          parse_output_name, parse_sizes, parse_states)
 
     args = [parse_argument(t) for t in inputs]  # torch-free: bad specs fail before torch loads
     specs = leaves(args)
-    names = [n for t in output_names for n in parse_output_name(t)]
-    pairs = parse_states(states)
-    mins, examples = parse_sizes(min_sizes, "--min-size"), parse_sizes(example_sizes, "--example-size")
+    names = [n for t in cmd.output_names for n in parse_output_name(t)]
+    pairs = parse_states(cmd.states)
+    mins, examples = parse_sizes(cmd.min_sizes, "--min-size"), parse_sizes(cmd.example_sizes, "--example-size")
     if model_ref:
         check_specs(specs)
         if expose_state:
@@ -106,26 +137,27 @@ def export_cmd(run_dir, output, model_ref, checkpoint, inputs, output_names, sta
 
         targets = list(pair_paths(out))
     existing = [str(t) for t in targets if t.exists()]
-    if existing and not overwrite:
+    if existing and not cmd.overwrite:
         raise UsageError("-o", "output exists", expected="a new path, or --overwrite", got=existing)
 
     if run_dir:
         from edgelstm.exporters.runs import export_run  # noqa: PLC0415
 
-        report = export_run(run_dir, out, opset=opset, verify=not no_verify, atol_scale=atol)
+        report = export_run(run_dir, out, opset=cmd.opset, verify=not cmd.no_verify, atol_scale=cmd.atol)
     else:
         from edgelstm.exporters.core import export  # noqa: PLC0415
+        from edgelstm.exporters.plan import ExportOptions  # noqa: PLC0415
         from edgelstm.exporters.usermodel import build_user_model, load_user_checkpoint  # noqa: PLC0415
 
         model = build_user_model(model_ref)
-        sha = load_user_checkpoint(model, checkpoint) if checkpoint else None
-        report = export(model, None, out, inputs=args, output_names=names or None,
-                        opset=opset, verify=not no_verify, atol_scale=atol, lengths_input=lengths_input,
-                        expose_state=expose_state, checkpoint_sha256=sha, states=pairs, min_sizes=mins,
-                        example_sizes=examples)
-    if json_out:
-        options.write_json(json_out, "edgelstm.export/1", report.to_dict(), default=str)
-    options.echo_for(json_out)(report.summary())
+        sha = load_user_checkpoint(model, cmd.checkpoint) if cmd.checkpoint else None
+        report = export(model, None, out, ExportOptions(
+            inputs=args, output_names=names or None, opset=cmd.opset, verify=not cmd.no_verify, atol_scale=cmd.atol,
+            lengths_input=lengths_input, expose_state=expose_state, checkpoint_sha256=sha, states=pairs,
+            min_sizes=mins, example_sizes=examples))
+    if cmd.json_out:
+        options.write_json(cmd.json_out, "edgelstm.export/1", report.to_dict(), default=str)
+    options.echo_for(cmd.json_out)(report.summary())
 
 
 def _is_seq2seq(run_dir: str) -> bool:

@@ -1,11 +1,54 @@
-"""``edgelstm quantize IN.onnx -o OUT.onnx --mode int8-dynamic|int8-static|fp16``."""
+"""``edgelstm quantize IN.onnx -o OUT.onnx --mode int8-dynamic|int8-static|fp16``.
+
+The command's options become one frozen :class:`QuantizeCommand`, which gives the library's typed
+options (:class:`~edgelstm.exporters.quant_options.QuantizeOptions`, ``QuantizeJob``). Imports
+click, :mod:`edgelstm.cli.options` and (when run) :mod:`edgelstm.exporters.quantize`.
+"""
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import click
 
 from edgelstm.cli import options
 
-MODES = ("int8-dynamic", "int8-static", "fp16")
+
+@dataclass(frozen=True)
+class QuantizeCommand:
+    """The ``quantize`` command's options, as click parsed them."""
+
+    model: str
+    output: str
+    mode: str
+    calibration: str | None
+    per_channel: bool
+    method: str | None
+    recurrent: str | None
+    gru: str
+    target: str
+    keep_io_types: bool | None
+    samples: int
+    force_int8: bool
+    accept_error: bool
+    threads: int | None
+    overwrite: bool
+    json_out: str | None
+    trust_modified: bool
+
+    def options(self):
+        from edgelstm.exporters.quant_options import QuantizeOptions
+
+        return QuantizeOptions(mode=self.mode, per_channel=self.per_channel, method=self.method, target=self.target,
+                               keep_io_types=self.keep_io_types, recurrent=self.recurrent, gru=self.gru,
+                               calibration_samples=self.samples,
+                               threads=1 if self.threads is None else self.threads,  # 0: onnxruntime's default
+                               force_int8=self.force_int8, accept_error=self.accept_error)
+
+    def job(self):
+        from edgelstm.exporters.quant_options import QuantizeJob
+
+        return QuantizeJob(calibration=self.calibration, overwrite=self.overwrite,
+                           trust_modified=self.trust_modified)
 
 
 @click.command("quantize")
@@ -37,18 +80,15 @@ MODES = ("int8-dynamic", "int8-static", "fp16")
 @options.overwrite
 @options.json_out
 @options.trust_modified
-def quantize_cmd(model, output, mode, calibration, per_channel, method, recurrent, gru, target, keep_io_types,
-                 samples, force_int8, accept_error, threads, overwrite, json_out, trust_modified):
+def quantize_cmd(**given):
     """Quantize an exported model; print sizes and the error against the float model."""
-    from edgelstm.exporters.quantize import quantize
+    cmd = QuantizeCommand(**given)
+    from edgelstm.exporters.quantize import quantize_model
 
-    report = quantize(model, output, mode, calibration=calibration, per_channel=per_channel, method=method,
-                      target=target, keep_io_types=keep_io_types, recurrent=recurrent, gru=gru,
-                      calibration_samples=samples, threads=threads or 1, overwrite=overwrite,
-                      force_int8=force_int8, trust_modified=trust_modified, accept_error=accept_error)
-    if json_out:
-        options.write_json(json_out, "edgelstm.quantize/1", report.to_dict())
-    echo = options.echo_for(json_out)
+    report = quantize_model(cmd.model, cmd.output, cmd.options(), cmd.job())
+    if cmd.json_out:
+        options.write_json(cmd.json_out, "edgelstm.quantize/1", report.to_dict())
+    echo = options.echo_for(cmd.json_out)
     for line in report.lines():
         echo(line)
 

@@ -7,7 +7,6 @@ from typing import Any
 
 from edgelstm.data.bundle import TASKS
 from edgelstm.errors import UnknownChoiceError, UsageError
-from edgelstm.tokens import BOS, EOS, PAD  # noqa: F401 - exporters/runs.py imports them from here (to move to edgelstm.tokens)
 
 FAMILY_NAMES = ("lstm", "peephole", "gru", "attention")
 SCORES = ("general", "bahdanau")

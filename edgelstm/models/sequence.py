@@ -16,6 +16,10 @@ Task heads: ``classify`` -> ``head(top-layer final h, directions concatenated)``
 """
 from __future__ import annotations
 
+import contextlib
+from contextvars import ContextVar
+from typing import Callable, Iterator
+
 import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
@@ -76,11 +80,34 @@ def check_inputs(name: str, x: Tensor, lengths, state, *, features: int, n_state
     return lengths
 
 
+#: The exporter's way in (:func:`rnn_hook`): consulted by :func:`run_rnn` first, so an export
+#: can route its recurrent proxies without patching this module.
+_RNN_HOOK: ContextVar[Callable | None] = ContextVar("edgelstm_run_rnn_hook", default=None)
+
+
+@contextlib.contextmanager
+def rnn_hook(hook: Callable) -> Iterator[None]:
+    """While the block runs, :func:`run_rnn` first calls ``hook(rnn, x, lengths, hx)`` and returns
+    its result unless it is None (the hook does not take that rnn). Used by
+    ``edgelstm.exporters.runs`` while exporting: a proxied rnn gets the padded tensor and
+    ``lengths=`` instead of a packed sequence."""
+    token = _RNN_HOOK.set(hook)
+    try:
+        yield
+    finally:
+        _RNN_HOOK.reset(token)
+
+
 def run_rnn(rnn: nn.Module, x: Tensor, lengths: Tensor | None, hx):
     """Run ``rnn`` on batch-major ``x`` with ONNX ``sequence_lens`` semantics.
 
     Returns ``y [B, T, D*H]`` (zeros past each length) and the rnn's final state.
     """
+    hook = _RNN_HOOK.get()
+    if hook is not None:
+        out = hook(rnn, x, lengths, hx)
+        if out is not None:
+            return out
     T = x.shape[1]
     rnn_in = x if rnn.batch_first else x.transpose(0, 1)
     if isinstance(rnn, PeepholeLSTM):

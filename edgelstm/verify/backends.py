@@ -382,8 +382,9 @@ class TorchBackend(Backend):
 
     def _export_wrapper(self):
         """The wrapper export traced, with the recurrent modules export found (same order)."""
-        from edgelstm.exporters.core import plan_module
+        from edgelstm.exporters.plan import ExportOptions
         from edgelstm.exporters.recurrent import describe, find_recurrent
+        from edgelstm.exporters.user_plan import plan_module
 
         by_name = {t.name: t for t in self.spec.interface.inputs}
 
@@ -394,8 +395,8 @@ class TorchBackend(Backend):
             return f"{tree}:{t.dtype}[{','.join(str(d) for d in t.shape)}]"
 
         specs = [spec(tree, i) for i, tree in enumerate(_arg_trees(self.binding))]
-        plan = plan_module(self.module, inputs=specs, lengths_input=self.binding.get("lengths"),
-                           expose_state=bool(self.binding.get("state")))
+        plan = plan_module(self.module, None, ExportOptions(inputs=specs, lengths_input=self.binding.get("lengths"),
+                                                            expose_state=bool(self.binding.get("state"))))
         found = find_recurrent(plan.root)
         return plan, found, [describe(m, p) for p, m in found]
 
@@ -412,7 +413,7 @@ class TorchBackend(Backend):
                 with proxies_installed(plan.root, found, layers):
                     outs = self._call(plan.wrapper, args, [s.name for s in plan.inputs])
             else:
-                from edgelstm.exporters.core import rebuild_argument
+                from edgelstm.exporters.plan import rebuild_argument
 
                 trees = _arg_trees(self.binding) if self.binding is not None else list(self.spec.input_names)
                 named = {n: torch.from_numpy(np.ascontiguousarray(np.asarray(v))) for n, v in feeds.items()}
@@ -481,37 +482,14 @@ def load_torch_reference(reference=None, *, model: str | None = None, checkpoint
 
 
 def _load_user_module(spec: str, checkpoint: str | None):
-    """``FILE.py:FACTORY`` or ``package.module:FACTORY`` -> module, with weights from ``checkpoint``."""
-    import importlib
-    import importlib.util
+    """``FILE.py:FACTORY`` or ``package.module:FACTORY`` -> module, with weights from ``checkpoint``:
+    export's own loader (:mod:`edgelstm.exporters.usermodel`), so verify takes the same models
+    under the same rules."""
+    from edgelstm.exporters.usermodel import build_user_model, load_user_checkpoint
 
-    path, sep, factory = spec.rpartition(":")
-    if not sep or not path or not factory:
-        raise UsageError("--model", "malformed model spec", expected="FILE.py:FACTORY or package.module:FACTORY", got=spec)
-    try:
-        if path.endswith(".py"):
-            if not Path(path).is_file():
-                raise ModelDefinitionError(path, "model file not found", expected="an existing .py file", got=path)
-            mod_spec = importlib.util.spec_from_file_location(f"_edgelstm_user_{Path(path).stem}", path)
-            mod = importlib.util.module_from_spec(mod_spec)
-            mod_spec.loader.exec_module(mod)
-        else:
-            mod = importlib.import_module(path)
-    except ModelDefinitionError:
-        raise
-    except Exception as e:
-        raise ModelDefinitionError(path, "model module does not import", got=f"{type(e).__name__}: {e}") from None
-    fn = getattr(mod, factory, None)
-    if fn is None:
-        raise ModelDefinitionError(spec, "factory not found in module", expected=factory,
-                                   got=sorted(n for n in dir(mod) if not n.startswith("_")))
-    try:
-        module = fn()
-    except Exception as e:
-        raise ModelDefinitionError(spec, "factory raised", got=f"{type(e).__name__}: {e}") from None
+    module = build_user_model(spec)
     if checkpoint is not None:
-        from edgelstm.checkpoint import load_weights
-        load_weights(module, checkpoint)
+        load_user_checkpoint(module, checkpoint)
     return module
 
 

@@ -10,6 +10,7 @@ import numpy as np
 
 from edgelstm.errors import EdgeLSTMError
 from edgelstm.stats import error_stats, top1_agreement
+from edgelstm.tokens import IGNORE_INDEX
 from edgelstm.verify import inputs as inp
 from edgelstm.verify.candidate import mask_padding
 from edgelstm.verify.common import describe_error
@@ -17,7 +18,7 @@ from edgelstm.verify.result import CheckResult
 
 
 def check_outputs(result, baseline, spec0, candidates, case_list, tol, checks) -> None:
-    # the reference sees the run's own normalization where the manifest's differs (inputs.load_run_data)
+    # the reference sees the run's own normalization where the manifest's differs (edgelstm.run_data.load_run_data)
     ref_outs = [mask_padding(spec0, case.feeds, baseline.run(case.meta.get("reference_feeds", case.feeds)))
                 for case in case_list]
     for cand in candidates:
@@ -120,7 +121,7 @@ def _task_decisions(result, cand, group, items, tol) -> None:
     rule = f"top-1 agreement >= {prof.min_agreement} (ties within {atol:.3g} excused)"
     if labs:
         y = np.concatenate(labs)
-        keep = y != inp.IGNORE_LABEL
+        keep = y != IGNORE_INDEX  # label padding: no contract, left out of accuracy
         y, r_l, g_l = y[keep], ref[keep], got[keep]
         a_ref, a_got = r_l.argmax(-1), g_l.argmax(-1)
         rows = np.arange(len(y))
@@ -164,7 +165,7 @@ def _task_rmse(result, cand, group, items, tol) -> None:
     allowed = _tie_tol(tol, prof, out, rr[valid])
     ok = not rmse_got > rmse_ref + allowed
     stats = {"rmse": rmse_got, "reference_rmse": rmse_ref, "allowed_rise": allowed, "labelled": int(e_ref.size),
-             "units": "normalized targets" if case.meta.get("target_normalized") else "data units"}
+             "units": "data units"}  # targets and outputs both in data units (edgelstm.run_data.RunData)
     msg = "" if ok else f"{out}: rmse {rmse_got:.4g} > reference {rmse_ref:.4g} + {allowed:.3g}"
     result.add(CheckResult("task", cand.backend.name, result.reference, out, ok,
                            f"rmse <= reference rmse + {allowed:.3g} (output tolerance)", msg, group, stats))

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from edgelstm.errors import DataError, UnknownChoiceError, UsageError
+from edgelstm.run_data import load_run_data
 from edgelstm.runtime import providers as _providers
 from edgelstm.verify import inputs as inp
 from edgelstm.verify.backends import (Backend, GraphSpec, NumpyBackend, OrtBackend, ReferenceBackend,
@@ -179,7 +180,7 @@ def _candidates(result: VerifyResult, graphs: list, opts: VerifyOptions) -> list
 def _run_data(result, run_dir: Path, spec: GraphSpec, limit: int | None):
     """The run's test split, or None (with the reason in ``skipped``) when it has none to give."""
     try:
-        data = inp.load_run_data(run_dir, spec.manifest, max_rows=limit)
+        data = load_run_data(run_dir, spec.manifest, max_rows=limit)
     except (DataError, UnknownChoiceError) as e:  # no data set in the config, a file that moved...
         result.skip("run data", describe_error(e))
         return None

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from edgelstm.errors import DataError, UsageError
+from edgelstm.run_data import RunData
 from edgelstm.verify.backends import GraphSpec, check_feeds
 
 # (batch, time, varied lengths, random initial state)
@@ -164,83 +165,6 @@ def split_batch(feeds: dict[str, np.ndarray], spec: GraphSpec, index: int) -> di
 
 
 # ---------------------------------------------------------------------------------- the run's own data
-IGNORE_LABEL = -100  # label padding (edgelstm.data.IGNORE_INDEX): no contract, left out of accuracy
-
-
-@dataclass
-class RunData:
-    """The held-out split of a run's data set, as the graph takes it (see :func:`load_run_data`)."""
-
-    task: str
-    arrays: dict[str, np.ndarray]          # "x" (normalized float32) or "src" (int64), "lengths"
-    labels: np.ndarray | None              # classify [N] / label [N, T] ints; regress/forecast targets; seq2seq [N, U]
-    label_lengths: np.ndarray | None       # seq2seq: valid target tokens incl. eos
-    mask: np.ndarray | None                # forecast: steps whose target counts
-    source: str                            # e.g. "digits test split (first 179 of 179)"
-    dataset: str
-    target_normalized: bool = False        # regress/forecast labels mapped into the graph's output units
-    reference_x: np.ndarray | None = None  # x normalized as the run says, where the manifest says otherwise
-
-    @property
-    def n(self) -> int:
-        return int(next(iter(self.arrays.values())).shape[0])
-
-
-def load_run_data(run_dir: str | Path, manifest=None, *, split: str = "test", max_rows: int | None = 256) -> RunData:
-    """The run's own held-out data: ``load_dataset(config.dataset, seed=config.seed)``'s ``split``,
-    inputs normalized as the manifest says (else as the run config says).
-
-    This is what ``exporters/quantize.py`` does for run-directory calibration (there on the
-    validation split); verification uses the test split, which neither training nor calibration
-    has seen. Regression / forecast targets are compared in the data's units, as the saved model
-    predicts them.
-    """
-    from edgelstm.checkpoint import read_run_config
-    from edgelstm.data import load_dataset
-
-    run = read_run_config(run_dir)
-    if not run.dataset:
-        raise DataError(str(run_dir), "run config names no data set", expected="a dataset in config.json", got=None)
-    bundle = load_dataset(run.dataset, seed=run.seed or 0)
-    if split not in bundle.splits:
-        raise UsageError("split", "unknown split", expected=list(bundle.splits), got=split)
-    part = bundle.splits[split]
-    total = len(part)
-    if total == 0:
-        raise DataError(f"{run.dataset}:{split}", "the split holds no sequences", expected=">= 1", got=0)
-    if max_rows is not None and total > max_rows:
-        part = part.subset(slice(0, max_rows))
-    x = np.asarray(part.x)
-    x_spec = manifest.input("x") if manifest is not None else None
-    want = x_spec.shape[-1] if x_spec is not None and x_spec.shape else None
-    if isinstance(want, int) and x.ndim == 3 and x.shape[-1] != want:
-        raise UsageError("--reference", f"run {Path(run_dir).name} ({run.dataset}) does not fit this model",
-                         expected=f"{want} features per step, as the graph's x", got=f"{x.shape[-1]} features")
-    norm = manifest.normalization if manifest is not None else None
-    run_ms = (run.normalization["mean"], run.normalization["std"]) if run.normalization else None
-    mean_std = (norm.mean, norm.std) if norm is not None else run_ms
-    reference_x = None
-    if x.dtype.kind == "f":
-        raw = x
-        if mean_std is not None:  # the graph takes normalized features (the runtime normalizes on the way in)
-            x = (raw - np.asarray(mean_std[0], np.float32)) / np.asarray(mean_std[1], np.float32)
-        x = x.astype(np.float32)
-        # the PyTorch reference takes the features as it was trained: normalized as the RUN says; a
-        # manifest whose normalization differs then shows as a task drop, not as agreement
-        if norm is not None and run_ms is not None and not (
-                np.allclose(norm.mean, run_ms[0], rtol=1e-6, atol=0) and np.allclose(norm.std, run_ms[1], rtol=1e-6, atol=0)):
-            reference_x = ((raw - np.asarray(run_ms[0], np.float32)) / np.asarray(run_ms[1], np.float32)).astype(np.float32)
-    lengths = np.asarray(part.lengths)
-    y = np.asarray(part.y)
-    # Regression / forecast targets stay in the data's units: training folds the target scale into
-    # the head before saving (edgelstm.training), so the graph's output is in data units too.
-    target_normalized = False
-    key = "src" if bundle.task == "seq2seq" else "x"
-    return RunData(bundle.task, {key: x, "lengths": lengths}, y,
-                   None if part.y_lengths is None else np.asarray(part.y_lengths),
-                   None if part.mask is None else np.asarray(part.mask),
-                   f"{run.dataset} {split} split (first {len(part)} of {total})" if len(part) < total
-                   else f"{run.dataset} {split} split ({total})", run.dataset, target_normalized, reference_x)
 
 
 def run_data_case(data: RunData, spec: GraphSpec) -> Case:
@@ -257,7 +181,7 @@ def run_data_case(data: RunData, spec: GraphSpec) -> Case:
     if spec.lengths:
         feeds[spec.lengths] = data.arrays["lengths"].astype(spec.spec(spec.lengths).dtype)
     feeds.update(zero_state(spec, data.n))
-    meta = {"source": data.source, "run_data": True, "mask": data.mask, "target_normalized": data.target_normalized}
+    meta = {"source": data.source, "run_data": True, "mask": data.mask}
     if data.reference_x is not None:
         meta["reference_feeds"] = {**feeds, x: data.reference_x.astype(feeds[x].dtype)}
     return Case(f"run data: {data.source}", feeds, labels=data.labels, meta=meta)

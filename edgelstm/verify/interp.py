@@ -402,7 +402,8 @@ class NumpyGraph:
             raise MissingExtraError("the numpy backend", "verify", missing=["onnx"])
         self.model = model
         g = model.graph
-        self.opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 17)
+        from edgelstm.manifest import DEFAULT_OPSET
+        self.opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), DEFAULT_OPSET)
         self.initializers = {t.name: numpy_helper.to_array(t) for t in g.initializer}
         self.input_names = [i.name for i in g.input if i.name not in self.initializers]
         self.output_names = [o.name for o in g.output]

@@ -291,7 +291,7 @@ def random_cases(pair: PairSpec, seed: int, bos: int, max_len: int) -> list[S2SC
 
 
 def run_data_case(run_dir, pair: PairSpec, bos: int, limit: int | None) -> S2SCase:
-    from edgelstm.verify.inputs import load_run_data
+    from edgelstm.run_data import load_run_data
 
     data = load_run_data(run_dir, pair.manifest, max_rows=limit)
     if data.task != "seq2seq" or "src" not in data.arrays:

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from edgelstm.errors import UsageError
-from edgelstm.stats import ErrorStats
+from edgelstm.stats import FP32_RTOL_SCALE, ErrorStats
 
 INT8_PRECISIONS = ("int8-dynamic", "int8-static", "int8")
 TF32_UNIT_ROUNDOFF = 2.0 ** -11   # 10 stored mantissa bits (+1 implicit): round-to-nearest error <= 2**-11
@@ -53,7 +53,7 @@ class Profile:
 
 
 PROFILES: dict[str, Profile] = {
-    "fp32": Profile("fp32", 1e-5, None, 1.0, 0.01, 4.0,
+    "fp32": Profile("fp32", FP32_RTOL_SCALE, None, 1.0, 0.01, 4.0,
                     "fp32 vs fp32: reordered sums accumulate O(T*eps32) relative error"),
     "fp16": Profile("fp16", 1e-2, None, 1.0, 0.01, 4.0,
                     "fp16: 10-bit mantissa (eps16 ~ 1e-3), error grows over time steps"),
