@@ -11,7 +11,6 @@ import numpy as np
 from edgelstm.errors import EdgeLSTMError
 from edgelstm.stats import error_stats, top1_agreement
 from edgelstm.tokens import IGNORE_INDEX
-from edgelstm.verify import inputs as inp
 from edgelstm.verify.candidate import mask_padding
 from edgelstm.verify.common import describe_error
 from edgelstm.verify.result import CheckResult
