@@ -22,6 +22,14 @@ command that reads a model goes through ONE function, :func:`check_model_bytes` 
 warning; the manifest is still parsed and validated against its schema, so a modified file can
 give wrong answers but never a crash. Files from other tools (no manifest, another producer)
 load as foreign models.
+
+**Graph facts.** :func:`graph_facts` reads a graph's initializer headers (name, dims, data type)
+and nodes (op, domain, inputs, integer attributes, subgraph bodies) from the same wire reader;
+:data:`DTYPE_BYTES`, :data:`WEIGHT_DTYPES`, :data:`QUANTIZED_OPS` and :func:`guess_precision` are
+the one dtype table, quantized-op set and precision rule (the benchmark and ``inspect`` use them).
+
+Imports: the standard library only (``edgelstm.errors`` / ``edgelstm.manifest`` inside functions).
+Imported by the runtime, the benchmark (:mod:`edgelstm.bench`), export, quantize, verify and the CLI.
 """
 from __future__ import annotations
 
@@ -335,3 +343,166 @@ def check_model_file(path: str | os.PathLike, *, trust_modified: bool = False):
     """:func:`read_model_bytes` then :func:`check_model_bytes`: ``(path, bytes, manifest or None)``."""
     p, data = read_model_bytes(path)
     return p, data, check_model_bytes(data, str(p), trust_modified=trust_modified)
+
+
+# ---------------------------------------------------------------------------------------- graph facts
+# What the benchmark (floor model, parameter counts) and ``inspect`` read from a graph, parsed from
+# the wire format here once: tensor headers, nodes, the dtype tables, "is it quantized" and the
+# precision guess for a file without a manifest.
+
+#: ONNX ``TensorProto.DataType`` -> bytes per element
+DTYPE_BYTES = {1: 4, 2: 1, 3: 1, 4: 2, 5: 2, 6: 4, 7: 8, 9: 1, 10: 2, 11: 8, 12: 4, 13: 8, 16: 2}
+#: element types that hold weights: float, uint8, int8, float16, double, bfloat16
+WEIGHT_DTYPES = frozenset({1, 2, 3, 10, 11, 16})
+FLOAT16 = 10
+#: ops a quantizer or converter produces: a graph holding one was quantized
+QUANTIZED_OPS = frozenset({"DynamicQuantizeLSTM", "MatMulInteger", "DynamicQuantizeMatMul", "QuantizeLinear",
+                           "DequantizeLinear", "QLinearMatMul", "ConvInteger", "QGemm", "MatMulIntegerToFloat",
+                           "DynamicQuantizeLinear", "QAttention"})
+_GRAPH_NODE, _GRAPH_INITIALIZER = 1, 5
+_NODE_INPUT, _NODE_NAME, _NODE_OP, _NODE_ATTR, _NODE_DOMAIN = 1, 3, 4, 5, 7
+_ATTR_NAME, _ATTR_INT, _ATTR_GRAPH, _ATTR_GRAPHS = 1, 3, 6, 11
+_TENSOR_DIMS, _TENSOR_DTYPE, _TENSOR_NAME = 1, 2, 8
+
+
+def _text(v) -> str:
+    return v.decode("utf-8", "replace") if isinstance(v, (bytes, bytearray)) else str(v)
+
+
+def tensor_header(buf: bytes) -> tuple[str, list[int], int]:
+    """``(name, dims, data type)`` of one serialized ``TensorProto`` (its data is not read)."""
+    dims: list[int] = []
+    dtype, name = 0, ""
+    for num, wt, v in iter_values(buf):
+        if num == _TENSOR_DIMS:
+            if wt == 2:  # packed repeated int64
+                j = 0
+                while j < len(v):
+                    d, j = _varint(v, j)
+                    dims.append(d)
+            else:
+                dims.append(v)
+        elif num == _TENSOR_DTYPE:
+            dtype = v
+        elif num == _TENSOR_NAME:
+            name = _text(v)
+    return name, dims, dtype
+
+
+@dataclass(frozen=True)
+class NodeFacts:
+    """One ``NodeProto``: its op, domain, name, inputs, integer attributes and the subgraph
+    bodies it carries (``(attribute name, GraphProto bytes)``, for ``If`` / ``Loop`` / ``Scan``)."""
+
+    op: str
+    domain: str = ""
+    name: str = ""
+    inputs: tuple[str, ...] = ()
+    attrs: tuple[tuple[str, int], ...] = ()
+    graphs: tuple[tuple[str, bytes], ...] = ()
+
+    @property
+    def key(self) -> str:
+        """``LSTM`` for the default domain, ``com.microsoft:DynamicQuantizeLSTM`` otherwise."""
+        return self.op if self.domain in ("", "ai.onnx") else f"{self.domain}:{self.op}"
+
+    def attr(self, name: str, default: int | None = None) -> int | None:
+        return dict(self.attrs).get(name, default)
+
+
+def node_facts(buf: bytes) -> NodeFacts:
+    """Parse one serialized ``NodeProto``."""
+    op, domain, name, inputs, attrs, graphs = "", "", "", [], [], []
+    for num, wt, v in iter_values(buf):
+        if num == _NODE_INPUT and wt == 2:
+            inputs.append(_text(v))
+        elif num == _NODE_OP:
+            op = _text(v)
+        elif num == _NODE_DOMAIN:
+            domain = _text(v)
+        elif num == _NODE_NAME:
+            name = _text(v)
+        elif num == _NODE_ATTR and wt == 2:
+            aname, aint, bodies = "", None, []
+            for n2, w2, v2 in iter_values(v):
+                if n2 == _ATTR_NAME:
+                    aname = _text(v2)
+                elif n2 == _ATTR_INT and w2 == 0:
+                    aint = v2
+                elif n2 in (_ATTR_GRAPH, _ATTR_GRAPHS) and w2 == 2:
+                    bodies.append(v2)
+            if aint is not None:
+                attrs.append((aname, aint))
+            graphs += [(aname, g) for g in bodies]
+    return NodeFacts(op, domain, name, tuple(inputs), tuple(attrs), tuple(graphs))
+
+
+@dataclass
+class GraphFacts:
+    """A ``GraphProto``'s initializers (name -> (dims, data type)) and its nodes, in file order.
+    Subgraph bodies are not walked here (each node keeps them: :attr:`NodeFacts.graphs`)."""
+
+    initializers: dict[str, tuple[list[int], int]]
+    nodes: list[NodeFacts]
+
+    @property
+    def ops(self) -> set[str]:
+        return {n.op for n in self.nodes}
+
+    @property
+    def parameters(self) -> int:
+        """Elements of every weight initializer (:data:`WEIGHT_DTYPES`)."""
+        return sum(_count(d) for d, t in self.initializers.values() if t in WEIGHT_DTYPES)
+
+    @property
+    def weight_bytes(self) -> int:
+        return sum(_count(d) * DTYPE_BYTES.get(t, 4) for d, t in self.initializers.values() if t in WEIGHT_DTYPES)
+
+    @property
+    def precision(self) -> str:
+        return guess_precision(self.ops, (t for _, t in self.initializers.values()))
+
+
+def _count(dims: list[int]) -> int:
+    n = 1
+    for d in dims:
+        n *= d
+    return n
+
+
+def graph_body_facts(graph: bytes) -> GraphFacts:
+    """:class:`GraphFacts` of serialized ``GraphProto`` bytes (a model's graph or a subgraph body)."""
+    initializers: dict[str, tuple[list[int], int]] = {}
+    nodes: list[NodeFacts] = []
+    for num, wt, v in iter_values(graph):
+        if num == _GRAPH_INITIALIZER and wt == 2:
+            name, dims, dtype = tensor_header(v)
+            initializers[name] = (dims, dtype)
+        elif num == _GRAPH_NODE and wt == 2:
+            nodes.append(node_facts(v))
+    return GraphFacts(initializers, nodes)
+
+
+def graph_facts(buf: bytes) -> GraphFacts:
+    """:class:`GraphFacts` of a serialized ``ModelProto``'s main graph; :class:`WireError` when
+    the bytes are not one."""
+    graph = next((v for num, wt, v in iter_values(buf) if num == GRAPH_FIELD and wt == 2), None)
+    if graph is None:
+        raise WireError("no graph field (ModelProto field 7)")
+    return graph_body_facts(graph)
+
+
+def quantized_ops(ops) -> list[str]:
+    """The ops of ``ops`` (names, without domain) that only a quantized graph holds, sorted."""
+    return sorted(set(ops) & QUANTIZED_OPS)
+
+
+def guess_precision(ops, initializer_dtypes) -> str:
+    """The precision of a graph without a manifest: ``int8-static`` (QDQ: a ``QuantizeLinear``),
+    ``int8-dynamic`` (any other quantized op), ``fp16`` (a float16 initializer) or ``fp32``."""
+    ops = set(ops)
+    if quantized_ops(ops):
+        return "int8-static" if "QuantizeLinear" in ops else "int8-dynamic"
+    if any(t == FLOAT16 for t in initializer_dtypes):
+        return "fp16"
+    return "fp32"
