@@ -142,7 +142,7 @@ def bench_runtime(path: str | os.PathLike, cases: Sequence[Case], settings: Sett
     ``encode_source``), a ``*.encoder.onnx`` as ``model.encoder.run`` on ``[batch, time]`` token
     ids. Rows carry ``api`` naming the call.
     """
-    from edgelstm import runtime
+    from edgelstm.runtime import Seq2SeqModel, load
 
     path = Path(path)
     if not path.is_file():
@@ -152,11 +152,11 @@ def bench_runtime(path: str | os.PathLike, cases: Sequence[Case], settings: Sett
     rss0 = rss_mb()
     t0 = time.perf_counter()
     provider_plan(settings.device, settings.provider_options)  # refuses options for unused providers
-    loaded = runtime.load(path, device=settings.device, threads=settings.threads, fallback=False,
-                          provider_options=settings.provider_options or None, trust_modified=settings.trust_modified)
+    loaded = load(path, device=settings.device, threads=settings.threads, fallback=False,
+                  provider_options=settings.provider_options or None, trust_modified=settings.trust_modified)
     create_s = time.perf_counter() - t0
     role = "model"
-    if isinstance(loaded, runtime.Seq2SeqModel):
+    if isinstance(loaded, Seq2SeqModel):
         role = "decoder_step" if path.name.endswith(".decoder_step.onnx") else "encoder"
         model = loaded.decoder if role == "decoder_step" else loaded.encoder
     else:

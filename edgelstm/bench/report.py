@@ -228,3 +228,10 @@ def noise_warnings(reports: Sequence[dict]) -> list[str]:
             out.append(f"warning: {where}: p99 above {NOISY_P99_OVER_P50:g}x p50 in {len(noisy)} case(s) "
                        f"(worst {worst[4]:.0f}x: {worst[0]} {worst[1]} b{worst[2]} t{worst[3]}); the machine was busy")
     return out
+
+
+def write_report(path: str | os.PathLike, report: dict[str, Any]) -> None:
+    """Write a report as strict JSON (NaN/Inf as strings, like every ``--json``), atomically."""
+    from edgelstm.fileio import json_safe, write_text_atomic
+
+    write_text_atomic(path, json.dumps(json_safe(report), indent=1, allow_nan=False) + "\n")
