@@ -57,12 +57,14 @@ from edgelstm.bench.cases import Case, Settings, result_row  # noqa: E402
 from edgelstm.bench.drivers import bench_runtime  # noqa: E402
 from edgelstm.bench.measure import LatencyStats, environment, measure  # noqa: E402
 from edgelstm.bench.report import SCHEMA  # noqa: E402
+from edgelstm.bench.suite import int_list  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 log = logging.getLogger("benchmarks")
 
 INPUT, CLASSES, SRC_LEN, VOCAB = 128, 10, 32, 64
 HIDDEN = (64, 128, 256, 512)
+MAX_HIDDEN = 8192  # --hidden: beyond this one model no longer fits the suite's time budget
 LAYERS = (1, 2)
 FAMILIES = ("lstm", "peephole", "gru", "attention")
 TARGET = dict(family="lstm", hidden=256, layers=2)  # the target case (input 128, 10 classes)
@@ -422,16 +424,6 @@ def update_readme(block: str) -> None:
     write_text_atomic(path, text)
 
 
-def _csv_ints(option: str, text: str) -> list[int]:
-    try:
-        values = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise UsageError(option, "not a comma-separated list of integers", expected="e.g. 64,256", got=text) from None
-    if not values or any(v < 1 for v in values):
-        raise UsageError(option, "values must be positive integers", expected="e.g. 64,256", got=text)
-    return values
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="Hidden 64 and 256 only, shorter timing.")
@@ -455,7 +447,7 @@ def main(argv=None) -> int:
         for f in families:
             if f not in FAMILIES:
                 raise UsageError("--families", "unknown family", expected=list(FAMILIES), got=f)
-        hidden = _csv_ints("--hidden", args.hidden) if args.hidden else ([64, 256] if args.quick else list(HIDDEN))
+        hidden = int_list("--hidden", args.hidden, MAX_HIDDEN, "64,256") if args.hidden else ([64, 256] if args.quick else list(HIDDEN))
         if args.digits_run and args.no_digits:
             raise UsageError("--digits-run", "contradicts --no-digits", expected="one of them", got="both")
         if args.digits_run and not Path(args.digits_run).is_dir():

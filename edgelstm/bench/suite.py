@@ -73,14 +73,15 @@ class BenchOptions:
                         provider_options=parse_provider_options(self.provider_option))
 
 
-def int_list(option: str, text: str, limit: int) -> list[int]:
+def int_list(option: str, text: str, limit: int, example: str = "1,8") -> list[int]:
     """``"1,8"`` -> ``[1, 8]``: positive integers up to ``limit``, else a usage error naming ``option``."""
     try:
         values = [int(v) for v in text.split(",") if v.strip()]
     except ValueError:
-        raise UsageError(option, "not a comma-separated list of integers", expected="e.g. 1,8", got=text) from None
+        raise UsageError(option, "not a comma-separated list of integers", expected=f"e.g. {example}",
+                         got=text) from None
     if not values or any(v < 1 for v in values):
-        raise UsageError(option, "values must be positive integers", expected="e.g. 1,8", got=text)
+        raise UsageError(option, "values must be positive integers", expected=f"e.g. {example}", got=text)
     if max(values) > limit:
         raise UsageError(option, "value too large", expected=f"<= {limit}", got=max(values))
     return values
