@@ -1,8 +1,13 @@
 """Greedy decoding for the attention seq2seq export: ``X.encoder.onnx`` + ``X.decoder_step.onnx``.
 
+Public API: :meth:`Seq2SeqModel.generate` (greedy decoding to text), built on
+:meth:`Seq2SeqModel.encode_source` (the encoder once, a read-only :class:`EncodedSource`) and
+:meth:`Seq2SeqModel.decode_steps` (the decoder loop's token ids; ``stop_at_eos=False`` for exactly
+``steps`` tokens, what ``edgelstm.bench`` times).
+
 The encoder runs once over the source; the decoder step runs once per output token as one
-``run_with_iobinding`` with no allocation on the CPU provider: two state sets swapped between
-steps, memory and source lengths bound once, logits written to a preallocated buffer, the next
+``run_with_iobinding`` with no allocation on the CPU provider: two fresh state sets swapped
+between steps (the encoder's state is read by the first step, never written), memory and source lengths bound once, logits written to a preallocated buffer, the next
 token written by ``argmax`` into the token buffer and bound again before each step (a binding
 copies an input that lives on another device than the node reading it, so a binding made once
 would feed every step the first token on a GPU: see :mod:`edgelstm.runtime.stream`;
@@ -11,6 +16,9 @@ against a bare ``session.run`` loop). Token ids come from the
 manifest's ``special_tokens`` (pad/bos/eos; defaults 0/1/2) and strings are encoded with its
 ``vocab``: character by character when every ordinary token is one character (or
 ``extra["tokenizer"] == "char"``), else on whitespace (``extra["tokenizer"] == "word"``).
+
+Imports numpy, onnxruntime, the standard library, ``edgelstm.errors`` and ``edgelstm.runtime``'s
+own modules. Imported by ``edgelstm.runtime`` (``load``), the benchmark, verify and the CLI.
 """
 from __future__ import annotations
 
@@ -216,9 +224,10 @@ class Seq2SeqModel:
     def _decode(self, enc: "EncodedSource", max_len: int, return_attention: bool, *, stop_at_eos: bool):
         """The decoder loop: one ``run_with_iobinding`` per token and no allocation.
 
-        Three bindings are made once per call over two fresh state sets: the first step reads the
-        encoder's state and writes set 1; after it, binding ``p`` reads set ``p`` and writes set
-        ``1 - p``, so a step never overwrites the state it reads and ``enc`` is never written.
+        Two bindings are made once per call over two fresh state sets: binding ``p`` reads set ``p``
+        and writes set ``1 - p``, so a step never overwrites the state it reads; for the first step
+        binding 0 reads the encoder's state instead (re-bound to set 0 after it), so ``enc`` is
+        never written.
         ``memory`` and ``src_lengths`` (constant) are bound once; ``token`` is a numpy buffer that
         ``logits.argmax(out=...)`` refills in place and that is bound again before every step (on
         the CPU provider a re-bind stores a pointer; on a GPU it uploads the new token), as is the
@@ -244,26 +253,31 @@ class Seq2SeqModel:
         amax = tok if tok.dtype == np.intp else np.empty(batch, np.intp)
         a_spec = dec._out.get("attention")
         attn_buf = np.empty((batch, width), a_spec.dtype) if a_spec is not None and a_spec.rank == 2 else None
-        sets = [{k: ort.OrtValue.ortvalue_from_shape_and_type(v.shape(), dec._in[k].dtype, dev, 0)
-                 for k, v in enc.state.items()} for _ in range(2)]
+        # set 0 is bound to the encoder's state for the first step only (then to fresh buffers), set 1 fresh
+        fresh = [{k: ort.OrtValue.ortvalue_from_shape_and_type(v.shape(), dec._in[k].dtype, dev, 0)
+                  for k, v in enc.state.items()} for _ in range(2)]
+        sets = [enc.state, fresh[1]]
         tok_v = ort.OrtValue.ortvalue_from_numpy(tok)
         logits_v = ort.OrtValue.ortvalue_from_numpy(logits)
         attn_v = ort.OrtValue.ortvalue_from_numpy(attn_buf) if attn_buf is not None else None
+        binds, rebind = [], []
         mixed = dec.mixed_devices  # a state read on another device than it lives on: bind it each step
-        order = []  # (binding, its per-step re-binds): the first step, then odd steps, then even steps
-        for read, write in ((enc.state, sets[1]), (sets[1], sets[0]), (sets[0], sets[1])):
+        for p in range(2):
             bnd = sess.io_binding()
             bnd.bind_ortvalue_input("memory", enc.memory)
             bnd.bind_cpu_input("src_lengths", src_lengths)
             for name_in, name_out in self._state_map.items():
-                bnd.bind_ortvalue_input(name_in, read[name_in])
-                bnd.bind_ortvalue_output(name_out, write[name_in])
+                bnd.bind_ortvalue_input(name_in, sets[p][name_in])
+                bnd.bind_ortvalue_output(name_out, fresh[1 - p][name_in])
             bnd.bind_ortvalue_output("logits", logits_v)
             if attn_v is not None:
                 bnd.bind_ortvalue_output("attention", attn_v)
-            # the per-step inputs, bound again right before each run: the token (and the state it reads)
-            order.append((bnd, [(bnd.bind_ortvalue_input, "token", tok_v)]
-                          + ([(bnd.bind_ortvalue_input, k, read[k]) for k in self._state_map] if mixed else [])))
+            binds.append(bnd)
+            # the per-step inputs, bound again right before each run: the token (and the state set it reads)
+            rebind.append([(bnd.bind_ortvalue_input, "token", tok_v)]
+                          + ([(bnd.bind_ortvalue_input, k, fresh[p][k]) for k in self._state_map] if mixed else []))
+        first = [(binds[0].bind_ortvalue_input, "token", tok_v)] \
+            + ([(binds[0].bind_ortvalue_input, k, enc.state[k]) for k in self._state_map] if mixed else [])
         run = sess.run_with_iobinding
         hist = np.empty((max_len, batch), np.int64)
         attn = np.empty((max_len, batch, width), attn_buf.dtype) \
@@ -272,10 +286,12 @@ class Seq2SeqModel:
         eos = self.eos
         argmax = logits.argmax
         for t in range(max_len):
-            bnd, again = order[(t & 1) or (2 if t else 0)]
-            for bind, name, value in again:
+            for bind, name, value in (rebind[t & 1] if t else first):
                 bind(name, value)
-            run(bnd)
+            run(binds[t & 1])
+            if not t:  # from the third step on, binding 0 reads fresh set 0, never the encoder's state
+                for name_in in self._state_map:
+                    binds[0].bind_ortvalue_input(name_in, fresh[0][name_in])
             argmax(1, out=amax)
             if amax is not tok:
                 tok[...] = amax
