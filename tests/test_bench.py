@@ -329,3 +329,40 @@ def test_bench_torch_run_dir_checked_before_timing(models, tmp_path):
     assert res.exit_code != 0 and isinstance(res.exception, CheckpointError)
     assert str(res.exception).startswith(f"{tmp_path / 'nope'} | run directory not found")
     assert "p50" not in res.output  # nothing was measured
+
+
+# ------------------------------------------------------------------------------------- the library call
+def test_run_bench_is_what_the_command_runs(models):
+    """The demo's path: BenchOptions -> run_bench -> the report, with no CLI in between."""
+    from edgelstm.bench.suite import BenchOptions, run_bench
+
+    opts = BenchOptions(models=(str(models["lstm"]), str(models["gru"])), threads=1, modes="stream,sequence",
+                        times="1,3", runs=2, warmup=0, no_floor=True, quiet=True)
+    rep = run_bench(opts)
+    assert rep["schema"] == report.SCHEMA and rep["settings"]["runs"] == 2 and rep["settings"]["floor"] is False
+    cases_seen = [(r["name"], r["mode"], r["time"]) for r in rep["results"]]
+    assert cases_seen == [(n, m, t) for n in ("lstm", "gru") for m in ("stream", "sequence") for t in (1, 3)]
+    assert all(r["baseline"] == "lstm" for r in rep["results"])
+
+
+@pytest.mark.parametrize("kw,want", [
+    (dict(), [("stream", 1, 1)]),
+    (dict(modes="sequence", batch="2,4"), [("sequence", 2, 256), ("sequence", 4, 256)]),
+    (dict(modes="stream, sequence", times="8"), [("stream", 1, 8), ("sequence", 1, 8)]),
+], ids=["defaults", "sequence-batches", "both-modes-one-time"])
+def test_bench_options_cases(kw, want):
+    from edgelstm.bench.suite import BenchOptions
+
+    assert [(c.mode, c.batch, c.time) for c in BenchOptions(models=("m.onnx",), **kw).cases()] == want
+
+
+@pytest.mark.parametrize("kw,match", [
+    (dict(modes=" , "), "--mode | no mode given"),
+    (dict(batch="70000"), "--batch | value too large"),
+    (dict(batch="8192", times="16384"), "--batch/--time | batch x time too large for one call"),
+], ids=["no-mode", "batch-limit", "elements-limit"])
+def test_bench_options_refuse(kw, match):
+    from edgelstm.bench.suite import BenchOptions
+
+    with pytest.raises(UsageError, match=re.escape(match)):
+        BenchOptions(models=("m.onnx",), **kw).cases()
