@@ -50,7 +50,7 @@ from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
 from edgelstm.fileio import write_text_atomic  # noqa: E402
 from edgelstm.models import ModelConfig, build_model  # noqa: E402
-from edgelstm.runtime import bench as core  # noqa: E402
+from edgelstm.bench import measure as timing  # noqa: E402
 
 INPUT, CLASSES = 128, 10
 
@@ -90,7 +90,7 @@ def p50_us(sess: ort.InferenceSession, feeds: dict, duration: float, stream: boo
     else:
         def call() -> None:
             sess.run(None, feeds)
-    return core.LatencyStats.from_samples(core.measure(call, warmup=20, runs=None, duration=duration)).p50 * 1e6
+    return timing.LatencyStats.from_samples(timing.measure(call, warmup=20, runs=None, duration=duration)).p50 * 1e6
 
 
 # ---------------------------------------------------------------------------- the step graph

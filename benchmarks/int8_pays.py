@@ -28,7 +28,7 @@ from quantize_graphs import build, save  # noqa: E402
 
 from edgelstm import runtime  # noqa: E402
 from edgelstm.exporters.quantize import quantize  # noqa: E402
-from edgelstm.runtime.bench import environment  # noqa: E402
+from edgelstm.bench.measure import environment  # noqa: E402
 
 MIN_SQNR_DB = 20.0  # int8 weights and activations: ~40 dB per product; 20 dB says "the same model"
 

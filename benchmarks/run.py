@@ -4,8 +4,8 @@ Every model goes the project's own path: ``edgelstm.models.build_model(ModelConf
 (random init: latency does not depend on the weight values), exported by the real exporter
 (``edgelstm.exporters.export_model``), quantized by ``edgelstm.exporters.quantize`` (int8-dynamic;
 GRU through its MatMul + Scan rewrite), and timed through ``edgelstm.runtime`` as an application
-calls it (``edgelstm.runtime.bench.bench_runtime``: ``model.stream(1).step`` for a streaming step,
-``model.run`` for whole sequences, one ``generate`` token for the seq2seq decoder step).
+calls it (``edgelstm.bench.drivers.bench_runtime``: ``model.stream(1).step`` for a streaming step,
+``model.run`` for whole sequences, one token of ``Seq2SeqModel.decode_steps`` for the seq2seq decoder step).
 
 Families lstm, peephole, gru (hidden 64/128/256/512, 1 and 2 layers, input 128, 10 classes) and
 attention (seq2seq, 1 layer, source length 32: the decoder step at batch 1 and 16, the encoder
@@ -53,13 +53,18 @@ import torch  # noqa: E402
 from edgelstm.errors import EdgeLSTMError, UsageError  # noqa: E402
 from edgelstm.fileio import write_text_atomic  # noqa: E402
 from edgelstm.models import ModelConfig, build_model  # noqa: E402
-from edgelstm.runtime import bench as core  # noqa: E402
+from edgelstm.bench.cases import Case, Settings, result_row  # noqa: E402
+from edgelstm.bench.drivers import bench_runtime  # noqa: E402
+from edgelstm.bench.measure import LatencyStats, environment, measure  # noqa: E402
+from edgelstm.bench.report import SCHEMA  # noqa: E402
+from edgelstm.bench.suite import int_list  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 log = logging.getLogger("benchmarks")
 
 INPUT, CLASSES, SRC_LEN, VOCAB = 128, 10, 32, 64
 HIDDEN = (64, 128, 256, 512)
+MAX_HIDDEN = 8192  # --hidden: beyond this one model no longer fits the suite's time budget
 LAYERS = (1, 2)
 FAMILIES = ("lstm", "peephole", "gru", "attention")
 TARGET = dict(family="lstm", hidden=256, layers=2)  # the issue's target case (input 128, 10 classes)
@@ -76,7 +81,7 @@ class Graph:
     role: str                 # model | decoder_step | encoder
     fp32: Path
     int8: Path | None
-    cases: list[core.Case]
+    cases: list[Case]
     int8_error: str | None = None
 
 
@@ -96,12 +101,12 @@ def quantize_int8(src: Path, dst: Path, force: bool = False) -> Path:
     return dst
 
 
-def graph_cases(family: str) -> list[tuple[str, list[core.Case]]]:
+def graph_cases(family: str) -> list[tuple[str, list[Case]]]:
     """The timed graphs of a family (by role) and their cases, in the order they are reported."""
     if family == "attention":
-        return [("decoder_step", [core.Case("stream", 1, SRC_LEN), core.Case("stream", 16, SRC_LEN)]),
-                ("encoder", [core.Case("sequence", 1, SRC_LEN), core.Case("sequence", 16, SRC_LEN)])]
-    return [("model", [core.Case("stream", 1, 1), core.Case("sequence", 1, 256), core.Case("sequence", 16, 256)])]
+        return [("decoder_step", [Case("stream", 1, SRC_LEN), Case("stream", 16, SRC_LEN)]),
+                ("encoder", [Case("sequence", 1, SRC_LEN), Case("sequence", 16, SRC_LEN)])]
+    return [("model", [Case("stream", 1, 1), Case("sequence", 1, 256), Case("sequence", 16, 256)])]
 
 
 def torch_module(family: str, hidden: int, layers: int) -> torch.nn.Module:
@@ -137,7 +142,7 @@ def build(family: str, hidden: int, layers: int, d: Path) -> tuple[torch.nn.Modu
 
 
 # ============================================================================ PyTorch eager
-def torch_rows(model, family: str, graph: Graph, settings: core.Settings, name: str) -> list[dict]:
+def torch_rows(model, family: str, graph: Graph, settings: Settings, name: str) -> list[dict]:
     """PyTorch eager on the same cases: the streaming step carries the state, as the runtime does."""
     rng = np.random.default_rng(settings.seed)
     rows = []
@@ -171,9 +176,9 @@ def torch_rows(model, family: str, graph: Graph, settings: core.Settings, name: 
             def call(x=x) -> None:
                 model(x, None, None)
         with torch.inference_mode():
-            samples = core.measure(call, warmup=settings.warmup, runs=settings.runs, duration=settings.duration)
-        stats = core.LatencyStats.from_samples(samples)
-        rows.append(core.result_row(
+            samples = measure(call, warmup=settings.warmup, runs=settings.runs, duration=settings.duration)
+        stats = LatencyStats.from_samples(samples)
+        rows.append(result_row(
             name=name, backend="pytorch-eager", case=case, stats=stats, settings=settings,
             steps_per_call=1 if graph.role == "decoder_step" else case.time, api=f"torch {type(model).__name__}",
             model=type(model).__name__, precision="fp32", family=family, graph=graph.role,
@@ -191,7 +196,7 @@ def torch_worker(jobs_path: Path, out_path: Path) -> int:
     session is ever created (creating one makes PyTorch's CPU LSTM about 2x faster here:
     ../shared/FINDINGS.md; importing onnxruntime alone does not, measured with a 2x256 step)."""
     spec = json.loads(jobs_path.read_text())
-    settings = core.Settings(**spec["settings"])
+    settings = Settings(**spec["settings"])
     rows = []
     for family, hidden, layers in spec["jobs"]:
         model = torch_module(family, hidden, layers)
@@ -204,7 +209,7 @@ def torch_worker(jobs_path: Path, out_path: Path) -> int:
     return 0
 
 
-def torch_in_own_process(jobs: list[tuple[str, int, int]], settings: core.Settings, d: Path) -> dict[str, list[dict]]:
+def torch_in_own_process(jobs: list[tuple[str, int, int]], settings: Settings, d: Path) -> dict[str, list[dict]]:
     """Run :func:`torch_worker` in a child process; its rows by graph tag."""
     import subprocess
 
@@ -227,9 +232,9 @@ def run_config(family, hidden, layers, d, settings, progress, torch_by_tag) -> l
     for g in graphs:
         tag = _tag(family, hidden, layers, g.role)
         part = list(torch_by_tag.get(tag, []))
-        part += core.bench_runtime(g.fp32, g.cases, settings, name=f"{tag} ort-fp32")
+        part += bench_runtime(g.fp32, g.cases, settings, name=f"{tag} ort-fp32")
         if g.int8 is not None:
-            part += core.bench_runtime(g.int8, g.cases, core.Settings(**{**settings.__dict__, "floor": False}),
+            part += bench_runtime(g.int8, g.cases, Settings(**{**settings.__dict__, "floor": False}),
                                        name=f"{tag} ort-int8")
         fp32_row = {(r["mode"], r["batch"], r["time"]): r for r in part if r["name"].endswith("ort-fp32")}
         for r in part:  # one floor per case, shared by every backend of this graph
@@ -419,16 +424,6 @@ def update_readme(block: str) -> None:
     write_text_atomic(path, text)
 
 
-def _csv_ints(option: str, text: str) -> list[int]:
-    try:
-        values = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise UsageError(option, "not a comma-separated list of integers", expected="e.g. 64,256", got=text) from None
-    if not values or any(v < 1 for v in values):
-        raise UsageError(option, "values must be positive integers", expected="e.g. 64,256", got=text)
-    return values
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="Hidden 64 and 256 only, shorter timing.")
@@ -452,14 +447,14 @@ def main(argv=None) -> int:
         for f in families:
             if f not in FAMILIES:
                 raise UsageError("--families", "unknown family", expected=list(FAMILIES), got=f)
-        hidden = _csv_ints("--hidden", args.hidden) if args.hidden else ([64, 256] if args.quick else list(HIDDEN))
+        hidden = int_list("--hidden", args.hidden, MAX_HIDDEN, "64,256") if args.hidden else ([64, 256] if args.quick else list(HIDDEN))
         if args.digits_run and args.no_digits:
             raise UsageError("--digits-run", "contradicts --no-digits", expected="one of them", got="both")
         if args.digits_run and not Path(args.digits_run).is_dir():
             raise UsageError("--digits-run", "run directory not found", expected="a directory from edgelstm train",
                              got=args.digits_run)
         duration = args.duration / 2 if args.quick else args.duration
-        settings = core.Settings(warmup=3, runs=None, duration=duration, threads=1, device="cpu", floor=True)
+        settings = Settings(warmup=3, runs=None, duration=duration, threads=1, device="cpu", floor=True)
     except EdgeLSTMError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -481,14 +476,14 @@ def main(argv=None) -> int:
             return 1
         for family, h, layers in jobs:
             rows += run_config(family, h, layers, Path(tmp), settings, progress, torch_by_tag)
-    env = core.environment(1, ["CPUExecutionProvider"])
+    env = environment(1, ["CPUExecutionProvider"])
     env["torch"] = torch.__version__
     date = dt.date.today().isoformat()
     out = Path(args.out) if args.out else ROOT / "benchmarks" / "results" / f"{env['machine']}-{date}.json"
     tg = targets(rows)
     if digits is not None:
         tg["digits"] = digits
-    report = {"schema": core.SCHEMA, "environment": env, "settings": settings.__dict__, "results": rows,
+    report = {"schema": SCHEMA, "environment": env, "settings": settings.__dict__, "results": rows,
               "file": out.name, "command": " ".join([".venv/bin/python benchmarks/run.py", *(argv or sys.argv[1:])]),
               "suite_seconds": round(time.perf_counter() - t0, 1), "targets": tg}
     write_text_atomic(out, json.dumps(report, indent=1) + "\n")

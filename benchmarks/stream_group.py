@@ -8,7 +8,7 @@ For each n, both engines step the same frames; their outputs are compared before
 (the group must equal the separate streams to ``GROUP_TOL``). Then they are timed in alternating
 blocks (machine noise hits both alike) and the block medians are reported as aggregate steps per
 second (stream-steps, i.e. n per group call) with the ratio group / sequential. For the 2x256
-size the floor of one batch-n step is measured too (``runtime.bench.measure_floor``: its matrix
+size the floor of one batch-n step is measured too (``edgelstm.bench.floor.measure_floor``: its matrix
 products in BLAS and one read of the weights), and the group step is given as a multiple of it.
 
     .venv/bin/python benchmarks/stream_group.py [--ns 1,8,64] [--blocks 7] [--json OUT]
@@ -36,7 +36,8 @@ sys.path.insert(0, str(ROOT / "tests"))
 from graphs import RecurrentSpec, build_recurrent, save  # noqa: E402
 
 from edgelstm import runtime  # noqa: E402
-from edgelstm.runtime.bench import environment, graph_facts, measure_floor  # noqa: E402
+from edgelstm.bench.floor import file_facts, measure_floor  # noqa: E402
+from edgelstm.bench.measure import environment  # noqa: E402
 
 # group rows vs batch-1 streams: same fp32 recurrence, different product shapes (see tests/test_group.py)
 GROUP_TOL = 1e-5
@@ -69,7 +70,7 @@ def _block(fn, steps: int) -> float:
 def bench_size(name: str, spec: RecurrentSpec, ns: list[int], blocks: int, budget_s: float, d: Path) -> list[dict]:
     path = save(build_recurrent(spec), d / f"{name}.onnx")
     model = runtime.load(path, device="cpu", threads=1)
-    facts = graph_facts(path)
+    facts = file_facts(path)
     rows = []
     for n in ns:
         rng = np.random.default_rng(n)

@@ -119,7 +119,8 @@ def stage_train(ctx: DemoContext) -> None:
 
 
 Stage = Callable[[DemoContext], None]
-# The lead appends export / quantize / verify / bench stages here (each adds columns to rows).
+# Training is here; the stages after it (export, quantize, metric, verify, bench: each adds columns
+# to the rows) are edgelstm.demo_stages.later_stages(), imported here because they need the export extras.
 STAGES: list[tuple[str, Stage]] = [("train", stage_train)]
 
 

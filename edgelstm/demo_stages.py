@@ -2,24 +2,23 @@
 
 Each stage works on ``ctx.main_rows()`` (one model per family) and adds columns to those rows.
 A stage that fails for one row records ``row["error:<stage>"]`` and the demo goes on; the CLI
-exits non-zero at the end. Everything here goes through the same public APIs a user calls:
-``edgelstm.exporters.export_run``, ``edgelstm.exporters.quantize.quantize``, ``edgelstm.runtime``,
-``edgelstm.verify`` and the ``edgelstm bench`` command.
+exits non-zero at the end (:mod:`edgelstm.demo_common`). Everything here goes through the same
+public library functions a user calls: ``edgelstm.exporters.export_run``,
+``edgelstm.exporters.quantize.quantize``, ``edgelstm.runtime``, ``edgelstm.verify`` (in
+:mod:`edgelstm.demo_verify`) and ``edgelstm.bench.suite.run_bench`` (what ``edgelstm bench`` runs).
+
+Imports numpy, the standard library, :mod:`edgelstm.demo_common` and :mod:`edgelstm.demo_verify`;
+the exporters, runtime, training and benchmark inside the stages. Imported by :mod:`edgelstm.demo`.
 """
 from __future__ import annotations
 
-import contextlib
-import io
-import json
-import logging
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from edgelstm.errors import EdgeLSTMError
-
-log = logging.getLogger(__name__)
+from edgelstm.demo_common import guard, stage_rows
+from edgelstm.demo_verify import stage_verify
 
 INT8 = "int8-dynamic"
 
@@ -43,28 +42,11 @@ def _kb(path: Path) -> float:
     return round(sum(p.stat().st_size for p in _files(path)) / 1024, 1)
 
 
-def _rows(ctx, needs: str | None = None):
-    for row in ctx.main_rows():
-        if needs is not None and needs not in row:
-            continue
-        if any(k.startswith("error:") for k in row):
-            continue
-        yield row
-
-
-def _guard(ctx, row: dict, stage: str, fn) -> None:
-    try:
-        fn()
-    except EdgeLSTMError as e:  # reported in the row; the demo goes on and the CLI exits non-zero
-        log.error("%s %s/%s failed: %s", stage, row["family"], row["dataset"], e)
-        row[f"error:{stage}"] = f"{type(e).__name__}: {e}"
-
-
 # ---------------------------------------------------------------------------- export
 def stage_export(ctx) -> None:
     from edgelstm.exporters import export_run
 
-    for row in _rows(ctx):
+    for row in stage_rows(ctx):
         out = _onnx_dir(ctx) / f"{row['family']}-{row['dataset']}.onnx"
         ctx.echo(f"[export] {row['run_dir']} -> {out.name}")
 
@@ -78,14 +60,14 @@ def stage_export(ctx) -> None:
             row["nodes"] = "+".join(str(r.node_count_after) for r in reports)
             errs = [r.max_abs_error for r in reports if r.max_abs_error is not None]
             row["export_err"] = max(errs) if errs else None
-        _guard(ctx, row, "export", go)
+        guard(row, "export", go)
 
 
 # ---------------------------------------------------------------------------- quantize
 def stage_quantize(ctx) -> None:
     from edgelstm.exporters.quantize import quantize
 
-    for row in _rows(ctx, "onnx"):
+    for row in stage_rows(ctx, "onnx"):
         src = Path(row["onnx"])
         dst = src.with_name(src.name.replace(".onnx", f".{INT8}.onnx"))
         ctx.echo(f"[quantize] {src.name} -> {dst.name}")
@@ -102,7 +84,7 @@ def stage_quantize(ctx) -> None:
             row["int8_onnx"] = str(dst)
             row["int8_kb"] = _kb(dst)
             row["int8_size_%"] = round(100 * row["int8_kb"] / row["fp32_kb"], 1)
-        _guard(ctx, row, "quantize", go)
+        guard(row, "quantize", go)
 
 
 # ---------------------------------------------------------------------------- task metric
@@ -140,7 +122,7 @@ def onnx_test_metric(onnx_path: str | Path, run_dir: str | Path, *, threads: int
 
 
 def stage_task_metric(ctx) -> None:
-    for row in _rows(ctx, "onnx"):
+    for row in stage_rows(ctx, "onnx"):
         metric = row["metric"]
         ctx.echo(f"[metric] {row['family']}/{row['dataset']}: test {metric} through the runtime")
 
@@ -149,32 +131,31 @@ def stage_task_metric(ctx) -> None:
             if "int8_onnx" in row:
                 row["int8"] = round(onnx_test_metric(row["int8_onnx"], row["run_dir"])[metric], 4)
                 row["int8_delta"] = round(row["int8"] - row["onnx_fp32"], 4)
-        _guard(ctx, row, "metric", go)
+        guard(row, "metric", go)
 
 
 # ---------------------------------------------------------------------------- bench
 def stage_bench(ctx) -> None:
     """One streaming step at batch 1, one thread: PyTorch eager vs onnxruntime fp32 and int8."""
-    from edgelstm.cli.bench import commands
+    from edgelstm.bench.report import write_report
+    from edgelstm.bench.suite import BenchOptions, run_bench
 
-    bench = commands["bench"]
-    for row in _rows(ctx, "onnx"):
+    for row in stage_rows(ctx, "onnx"):
         files = [Path(row["onnx"])] + ([Path(row["int8_onnx"])] if "int8_onnx" in row else [])
         if row["family"] == "attention":  # the streaming unit of seq2seq is one decoder step
             files = [_files(f)[1] for f in files]
         out = ctx.out_dir / "bench" / f"{row['family']}-{row['dataset']}.json"
         out.parent.mkdir(parents=True, exist_ok=True)
-        args = [*map(str, files), "--threads", "1", "--batch", "1", "--mode", "stream", "--time",
-                "16" if row["family"] == "attention" else "1", "--runs", "30" if ctx.quick else "300",
-                "--warmup", "10", "--torch", row["run_dir"], "--json", str(out), "--quiet", "--no-floor"]
+        opts = BenchOptions(models=tuple(map(str, files)), threads=1, batch="1", modes="stream",
+                            times="16" if row["family"] == "attention" else "1", runs=30 if ctx.quick else 300,
+                            warmup=10, torch_run=row["run_dir"], no_floor=True, quiet=True, json_out=str(out))
         ctx.echo(f"[bench] {row['family']}/{row['dataset']}: streaming step, batch 1, 1 thread")
 
-        def go(row=row, args=args, out=out, files=files):
-            with contextlib.redirect_stdout(io.StringIO()):  # the demo prints its own table
-                bench.main(args=args, standalone_mode=False)
-            results = json.loads(out.read_text())["results"]
+        def go(row=row, opts=opts, out=out):
+            report = run_bench(opts)
+            write_report(out, report)
             by = {}
-            for r in results:
+            for r in report["results"]:
                 by[r["backend"] if r["backend"] == "pytorch-eager" else r.get("precision", r["name"])] = r
             torch_p50 = by.get("pytorch-eager", {}).get("latency_s", {}).get("p50")
             for key, label in (("fp32", "fp32"), (INT8, "int8"), ("int8", "int8")):
@@ -187,16 +168,10 @@ def stage_bench(ctx) -> None:
                     row[f"{label}_speedup"] = round(torch_p50 / p50, 1)
             if torch_p50:
                 row["torch_step_us"] = round(torch_p50 * 1e6, 1)
-        _guard(ctx, row, "bench", go)
+        guard(row, "bench", go)
 
 
 def later_stages() -> list[tuple[str, Any]]:
-    stages: list[tuple[str, Any]] = [("export", stage_export), ("quantize", stage_quantize),
-                                     ("metric", stage_task_metric)]
-    try:
-        from edgelstm.demo_verify import stage_verify  # noqa: PLC0415
-        stages.append(("verify", stage_verify))
-    except ImportError:
-        pass
-    stages.append(("bench", stage_bench))
-    return stages
+    """The stages after training, in order."""
+    return [("export", stage_export), ("quantize", stage_quantize), ("metric", stage_task_metric),
+            ("verify", stage_verify), ("bench", stage_bench)]

@@ -3,12 +3,16 @@
 Uses :func:`edgelstm.verify.verify` with a short drift sequence (the CLI's default is 10,000
 steps; the demo keeps its few-minute budget) and writes each full report as JSON beside the
 models, so the table's one-word verdict can be traced to every statistic.
+
+Imports the standard library, ``edgelstm.fileio`` and :mod:`edgelstm.demo_common`;
+``edgelstm.verify`` inside the stage. Imported by :mod:`edgelstm.demo_stages`.
 """
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+from edgelstm.demo_common import guard, stage_rows
 from edgelstm.fileio import write_text_atomic
 
 DEMO_DRIFT_STEPS = 1000   # cap on the demo's drift horizon (the CLI's default is 10,000)
@@ -34,10 +38,9 @@ def drift_steps(run_dir: str | Path, quick: bool) -> int:
 
 
 def stage_verify(ctx) -> None:
-    from edgelstm.demo_stages import _guard, _rows
     from edgelstm.verify import summarize, verify
 
-    for row in _rows(ctx, "onnx"):
+    for row in stage_rows(ctx, "onnx"):
         ctx.echo(f"[verify] {Path(row['onnx']).name}"
                  + (f" and {Path(row['int8_onnx']).name}" if "int8_onnx" in row else "")
                  + f" against {row['run_dir']}")
@@ -58,4 +61,4 @@ def stage_verify(ctx) -> None:
                 row["int8_sqnr_db"] = round(s["min_snr_db"], 1)
             if s["drift_max_growth"] is not None:
                 row["drift_growth"] = round(s["drift_max_growth"], 2)
-        _guard(ctx, row, "verify", go)
+        guard(row, "verify", go)

@@ -6,7 +6,8 @@ takes when a manifest does not say. ``IGNORE_INDEX`` marks label steps that carr
 (padding): torch's ``cross_entropy`` ignores it by default, and accuracy leaves it out.
 
 Standard library only, so the torch-free runtime may import it too. Imported by
-``edgelstm.data.bundle`` and ``edgelstm.models.config`` (which re-export the names).
+``edgelstm.data``, ``edgelstm.models`` (which re-export the names), the runtime's seq2seq decoder,
+verify and quantize.
 """
 from __future__ import annotations
 

@@ -19,13 +19,11 @@ import numpy as np
 from edgelstm.errors import EdgeLSTMError, ModelFileError, UnsupportedError
 from edgelstm.exporters.quant_options import QuantizeOptions, QuantizeReport
 from edgelstm.manifest import Manifest
+from edgelstm.runtime.graphfacts import guess_precision, quantized_ops
 
 log = logging.getLogger("edgelstm.exporters.quantize")  # one logger for the whole pipeline
 
 RECURRENT_OPS = ("LSTM", "GRU", "RNN")
-# ops already produced by a quantizer / converter: a model holding them was quantized before
-QUANTIZED_OPS = {"DynamicQuantizeLSTM", "QuantizeLinear", "DequantizeLinear", "MatMulInteger",
-                 "DynamicQuantizeMatMul", "DynamicQuantizeLinear", "QLinearMatMul", "MatMulIntegerToFloat"}
 # onnxruntime's QDQ quantizer: the op types quantized statically (weights and their activations)
 STATIC_OP_TYPES = ["MatMul", "Gemm", "Conv"]
 
@@ -66,13 +64,10 @@ def op_counts(model) -> dict[str, int]:
 def already_quantized(model, manifest: Manifest | None) -> str | None:
     if manifest is not None and manifest.precision != "fp32":
         return f"manifest precision {manifest.precision}"
-    ops = set(op_counts(model))
-    hit = sorted(ops & QUANTIZED_OPS)
+    hit = quantized_ops(op_counts(model))
     if hit:
         return f"quantized ops {hit}"
-    from onnx import TensorProto
-
-    if any(t.data_type == TensorProto.FLOAT16 for t in model.graph.initializer):
+    if guess_precision((), (t.data_type for t in model.graph.initializer)) == "fp16":
         return "float16 initializers"
     return None
 

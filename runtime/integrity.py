@@ -22,6 +22,12 @@ command that reads a model goes through ONE function, :func:`check_model_bytes` 
 warning; the manifest is still parsed and validated against its schema, so a modified file can
 give wrong answers but never a crash. Files from other tools (no manifest, another producer)
 load as foreign models.
+
+**Graph facts** (initializer headers, nodes, the dtype table, the quantized-op set and the
+precision rule) are read from this wire reader by :mod:`edgelstm.runtime.graphfacts`.
+
+Imports: the standard library only (``edgelstm.errors`` / ``edgelstm.manifest`` inside functions).
+Imported by the runtime, the benchmark (:mod:`edgelstm.bench`), export, quantize, verify and the CLI.
 """
 from __future__ import annotations
 

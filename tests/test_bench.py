@@ -1,4 +1,4 @@
-"""``edgelstm bench`` / ``bench-report`` and the benchmark core (edgelstm.runtime.bench).
+"""``edgelstm bench`` / ``bench-report`` and the benchmark package (edgelstm.bench).
 
 Tiny graphs from tests/graphs.py, a handful of timed runs: these tests check options, the JSON
 and CSV schema, the statistics and the floor's bookkeeping, never speed.
@@ -18,7 +18,7 @@ from click.testing import CliRunner
 
 from edgelstm.cli import cli
 from edgelstm.errors import CheckpointError, InputError, ManifestError, ModelFileError, UnknownChoiceError, UsageError
-from edgelstm.runtime import bench as core
+from edgelstm.bench import cases, drivers, feeds, floor, measure as timing, report
 from graphs import RecurrentSpec, Seq2SeqSpec, build_recurrent, save, save_seq2seq
 
 RESULT_KEYS = {"name", "backend", "model", "precision", "family", "graph", "mode", "batch", "time", "threads",
@@ -47,7 +47,7 @@ def _bench(args):
 
 # ------------------------------------------------------------------------------------- statistics
 def test_latency_stats_percentiles():
-    s = core.LatencyStats.from_samples(np.arange(1, 101, dtype=float))
+    s = timing.LatencyStats.from_samples(np.arange(1, 101, dtype=float))
     assert (s.n, s.min, s.max) == (100, 1.0, 100.0)
     # numpy's linear interpolation between order statistics: p50 of 1..100 is 50.5
     assert s.p50 == pytest.approx(50.5) and s.p90 == pytest.approx(90.1) and s.p99 == pytest.approx(99.01)
@@ -59,17 +59,17 @@ def test_latency_stats_percentiles():
                          ids=["empty", "nan"])
 def test_latency_stats_rejects(samples, match):
     with pytest.raises(UsageError, match=match):
-        core.LatencyStats.from_samples(samples)
+        timing.LatencyStats.from_samples(samples)
 
 
 def test_measure_counts_runs_and_warmup():
     calls = []
-    out = core.measure(lambda: calls.append(1), warmup=3, runs=7)
+    out = timing.measure(lambda: calls.append(1), warmup=3, runs=7)
     assert len(out) == 7 and len(calls) == 10 and np.all(out >= 0)
 
 
 def test_measure_duration_has_minimum_runs():
-    out = core.measure(lambda: None, warmup=0, runs=None, duration=1e-6, min_runs=5)
+    out = timing.measure(lambda: None, warmup=0, runs=None, duration=1e-6, min_runs=5)
     assert len(out) >= 5
 
 
@@ -78,7 +78,7 @@ def test_measure_duration_has_minimum_runs():
                          ids=["warmup", "runs", "duration"])
 def test_measure_rejects_bad_counts(kw, match):
     with pytest.raises(UsageError, match=match):
-        core.measure(lambda: None, **kw)
+        timing.measure(lambda: None, **kw)
 
 
 @pytest.mark.parametrize("mode,batch,time,match", [("burst", 1, 1, "unknown benchmark mode"),
@@ -87,7 +87,7 @@ def test_measure_rejects_bad_counts(kw, match):
                          ids=["mode", "batch", "time"])
 def test_case_rejects(mode, batch, time, match):
     with pytest.raises(UsageError, match=match):
-        core.Case(mode, batch, time)
+        cases.Case(mode, batch, time)
 
 
 # ------------------------------------------------------------------------------------- graph facts
@@ -97,17 +97,17 @@ def test_graph_facts_counts_parameters(models):
 
     m = onnx.load(str(models["lstm"]))
     expected = sum(numpy_helper.to_array(t).size for t in m.graph.initializer if t.data_type == onnx.TensorProto.FLOAT)
-    facts = core.graph_facts(models["lstm"])
+    facts = floor.file_facts(models["lstm"])
     assert facts.parameters == expected
     assert facts.weight_bytes == 4 * expected
-    assert [op for op, _, _ in facts.nodes].count("LSTM") == 2
+    assert [n.op for n in facts.nodes].count("LSTM") == 2
 
 
 def test_graph_facts_rejects_non_onnx(tmp_path):
     bad = tmp_path / "bad.onnx"
     bad.write_bytes(b"\xff\xff\xff\xff not a protobuf")
     with pytest.raises(ModelFileError, match="not a readable ONNX model"):
-        core.graph_facts(bad)
+        floor.file_facts(bad)
 
 
 @pytest.mark.parametrize("time,expected", [
@@ -117,7 +117,7 @@ def test_graph_facts_rejects_non_onnx(tmp_path):
     (5, [(5, 4, 32, 1), (5, 8, 32, 1), (5, 8, 32, 1), (5, 8, 32, 1), (1, 8, 3, 1)]),
 ], ids=["step", "sequence"])
 def test_floor_products_follow_the_recurrence(models, time, expected):
-    prods = core.floor_products(core.graph_facts(models["lstm"]), batch=1, time_steps=time, per_step_head=False)
+    prods = floor.floor_products(floor.file_facts(models["lstm"]), batch=1, time_steps=time, per_step_head=False)
     assert [(p.rows, p.k, p.n, p.repeat) for p in prods] == expected
 
 
@@ -128,7 +128,7 @@ def test_bench_json_schema(models, tmp_path):
                   "--time", "1,4", "--runs", "3", "--json", out, "--csv", csv_out])
     assert res.exit_code == 0, res.output
     rep = json.loads(out.read_text())
-    assert rep["schema"] == core.SCHEMA
+    assert rep["schema"] == report.SCHEMA
     env = rep["environment"]
     assert {"cpu", "cores", "onnxruntime", "providers", "threads", "machine"} <= set(env)
     assert env["threads"] == 1 and env["providers"] == ["CPUExecutionProvider"]
@@ -150,7 +150,7 @@ def test_bench_json_schema(models, tmp_path):
     assert gru["rtf"] is None and gru["family"] == "gru"
     assert gru["file_size_vs_baseline"] == pytest.approx(models["gru"].stat().st_size / models["lstm"].stat().st_size)
     rows = list(csv.DictReader(io.StringIO(csv_out.read_text())))
-    assert len(rows) == len(results) and list(rows[0]) == core.CSV_COLUMNS
+    assert len(rows) == len(results) and list(rows[0]) == report.CSV_COLUMNS
     assert "| lstm | onnxruntime | fp32 | stream | 1 | 1 | 1 |" in res.output
 
 
@@ -202,14 +202,14 @@ def test_bench_error_lines(models, args, code, match, capsys):
 
 def test_bench_stream_needs_state(models, tmp_path):
     with pytest.raises(UsageError, match=r"s2s.encoder.onnx --mode stream \| model has no state inputs to carry"):
-        core.bench_onnx(models["enc"], [core.Case("stream", 1, 1)], core.Settings(runs=2, warmup=0))
+        drivers.bench_onnx(models["enc"], [cases.Case("stream", 1, 1)], cases.Settings(runs=2, warmup=0))
     with pytest.raises(UsageError, match=r"manifest marks the model as not streamable"):
-        core.bench_onnx(models["bidir"], [core.Case("stream", 1, 1)], core.Settings(runs=2, warmup=0))
+        drivers.bench_onnx(models["bidir"], [cases.Case("stream", 1, 1)], cases.Settings(runs=2, warmup=0))
 
 
 def test_bench_missing_model(tmp_path):
     with pytest.raises(ModelFileError, match=r"model file not found"):
-        core.bench_onnx(tmp_path / "nope.onnx", [core.Case("stream", 1, 1)], core.Settings(runs=2))
+        drivers.bench_onnx(tmp_path / "nope.onnx", [cases.Case("stream", 1, 1)], cases.Settings(runs=2))
 
 
 # ------------------------------------------------------------------------------------- bench-report
@@ -234,7 +234,7 @@ def test_bench_report_labels_digest_key_and_noise(models, tmp_path):
     the graph digest lines the copies up, and a busy machine is flagged."""
     import shutil
 
-    from edgelstm.cli.bench import NOISY_P99_OVER_P50, noise_warnings
+    from edgelstm.bench.report import NOISY_P99_OVER_P50, noise_warnings
 
     copy = tmp_path / "renamed.onnx"
     shutil.copy(models["gru"], copy)
@@ -272,12 +272,13 @@ def test_load_report_rejects(tmp_path, content, match):
     p = tmp_path / "x.json"
     p.write_text(content)
     with pytest.raises(ManifestError, match=match):
-        core.load_report(p)
+        report.load_report(p)
 
 
 # ------------------------------------------------------------------------------------- torch-free
 def test_bench_core_imports_no_torch_or_onnx():
-    code = ("import sys, edgelstm.runtime.bench, edgelstm.cli.bench; "
+    code = ("import sys, edgelstm.bench.suite, edgelstm.bench.report, edgelstm.bench.plot, "
+            "edgelstm.bench.torch_driver, edgelstm.cli.bench; "
             "bad = [m for m in ('torch', 'onnx') if m in sys.modules]; sys.exit(1 if bad else 0)")
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
 
@@ -289,9 +290,9 @@ def test_build_feeds_follow_naming(models):
 
     sess = ort.InferenceSession(str(models["dec"]), providers=["CPUExecutionProvider"])
     m = check_model_file(models["dec"])[2]
-    feeds = core.build_feeds(sess, m, batch=2, time_steps=5)
-    assert feeds["token"].tolist() == [1, 1] and feeds["src_lengths"].tolist() == [5, 5]
-    assert feeds["memory"].shape == (2, 5, 8) and feeds["h_in"].shape == (1, 2, 8)
+    fed = feeds.build_feeds(sess, m, batch=2, time_steps=5)
+    assert fed["token"].tolist() == [1, 1] and fed["src_lengths"].tolist() == [5, 5]
+    assert fed["memory"].shape == (2, 5, 8) and fed["h_in"].shape == (1, 2, 8)
 
 
 def test_bench_torch_side_by_side(models, tmp_path, monkeypatch):
@@ -328,3 +329,40 @@ def test_bench_torch_run_dir_checked_before_timing(models, tmp_path):
     assert res.exit_code != 0 and isinstance(res.exception, CheckpointError)
     assert str(res.exception).startswith(f"{tmp_path / 'nope'} | run directory not found")
     assert "p50" not in res.output  # nothing was measured
+
+
+# ------------------------------------------------------------------------------------- the library call
+def test_run_bench_is_what_the_command_runs(models):
+    """The demo's path: BenchOptions -> run_bench -> the report, with no CLI in between."""
+    from edgelstm.bench.suite import BenchOptions, run_bench
+
+    opts = BenchOptions(models=(str(models["lstm"]), str(models["gru"])), threads=1, modes="stream,sequence",
+                        times="1,3", runs=2, warmup=0, no_floor=True, quiet=True)
+    rep = run_bench(opts)
+    assert rep["schema"] == report.SCHEMA and rep["settings"]["runs"] == 2 and rep["settings"]["floor"] is False
+    cases_seen = [(r["name"], r["mode"], r["time"]) for r in rep["results"]]
+    assert cases_seen == [(n, m, t) for n in ("lstm", "gru") for m in ("stream", "sequence") for t in (1, 3)]
+    assert all(r["baseline"] == "lstm" for r in rep["results"])
+
+
+@pytest.mark.parametrize("kw,want", [
+    (dict(), [("stream", 1, 1)]),
+    (dict(modes="sequence", batch="2,4"), [("sequence", 2, 256), ("sequence", 4, 256)]),
+    (dict(modes="stream, sequence", times="8"), [("stream", 1, 8), ("sequence", 1, 8)]),
+], ids=["defaults", "sequence-batches", "both-modes-one-time"])
+def test_bench_options_cases(kw, want):
+    from edgelstm.bench.suite import BenchOptions
+
+    assert [(c.mode, c.batch, c.time) for c in BenchOptions(models=("m.onnx",), **kw).cases()] == want
+
+
+@pytest.mark.parametrize("kw,match", [
+    (dict(modes=" , "), "--mode | no mode given"),
+    (dict(batch="70000"), "--batch | value too large"),
+    (dict(batch="8192", times="16384"), "--batch/--time | batch x time too large for one call"),
+], ids=["no-mode", "batch-limit", "elements-limit"])
+def test_bench_options_refuse(kw, match):
+    from edgelstm.bench.suite import BenchOptions
+
+    with pytest.raises(UsageError, match=re.escape(match)):
+        BenchOptions(models=("m.onnx",), **kw).cases()

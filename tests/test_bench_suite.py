@@ -15,11 +15,11 @@ import numpy as np
 import pytest
 
 from edgelstm.errors import ModelFileError, UsageError
-from edgelstm.runtime import bench as core
+from edgelstm.bench import cases, drivers, report
 from graphs import RecurrentSpec, Seq2SeqSpec, build_recurrent, save, save_seq2seq
 
 ROOT = Path(__file__).resolve().parent.parent
-FAST = core.Settings(warmup=1, runs=3, duration=None, threads=1, floor=True)
+FAST = cases.Settings(warmup=1, runs=3, duration=None, threads=1, floor=True)
 
 
 def _suite():
@@ -48,7 +48,7 @@ def graphs(tmp_path_factory):
 @pytest.mark.parametrize("mode,time,api", [("stream", 1, "Stream.step"), ("stream", 3, "Stream.feed"),
                                            ("sequence", 5, "Model.run")], ids=["step", "feed", "sequence"])
 def test_bench_runtime_times_the_runtime_call(graphs, mode, time, api):
-    rows = core.bench_runtime(graphs["lstm"], [core.Case(mode, 2, time)], FAST, name="tiny")
+    rows = drivers.bench_runtime(graphs["lstm"], [cases.Case(mode, 2, time)], FAST, name="tiny")
     (r,) = rows
     assert r["api"] == f"edgelstm.runtime {api}" and r["graph"] == "model" and r["backend"] == "onnxruntime"
     assert (r["mode"], r["batch"], r["time"], r["runs"]) == (mode, 2, time, 3)
@@ -58,11 +58,11 @@ def test_bench_runtime_times_the_runtime_call(graphs, mode, time, api):
 
 
 @pytest.mark.parametrize("which,case,api,graph", [
-    ("dec", core.Case("stream", 2, 6), "Seq2SeqModel.generate decoder loop (per token, 16 per call)", "decoder_step"),
-    ("enc", core.Case("sequence", 2, 6), "encoder.run", "encoder"),
+    ("dec", cases.Case("stream", 2, 6), "Seq2SeqModel.decode_steps (per token, 16 per call)", "decoder_step"),
+    ("enc", cases.Case("sequence", 2, 6), "encoder.run", "encoder"),
 ], ids=["decoder_step", "encoder"])
 def test_bench_runtime_seq2seq_graphs(graphs, which, case, api, graph):
-    (r,) = core.bench_runtime(graphs[which], [case], FAST)
+    (r,) = drivers.bench_runtime(graphs[which], [case], FAST)
     assert r["api"] == f"edgelstm.runtime {api}" and r["graph"] == graph
     # a decoder call is one token whatever the source length; an encoder call covers `time` steps
     assert r["steps_per_s"] == pytest.approx(2 * (1 if graph == "decoder_step" else 6) / r["latency_s"]["p50"])
@@ -70,7 +70,7 @@ def test_bench_runtime_seq2seq_graphs(graphs, which, case, api, graph):
 
 def test_bench_runtime_rejects_missing_file(tmp_path):
     with pytest.raises(ModelFileError, match="model file not found"):
-        core.bench_runtime(tmp_path / "nope.onnx", [core.Case("stream", 1, 1)], FAST)
+        drivers.bench_runtime(tmp_path / "nope.onnx", [cases.Case("stream", 1, 1)], FAST)
 
 
 # ------------------------------------------------------------------------------ the suite
@@ -80,7 +80,7 @@ def test_suite_tiny_run_writes_rows_for_every_backend(suite, tmp_path):
                      "--no-readme", "--out", str(out)])
     assert rc == 0
     rep = json.loads(out.read_text())
-    assert rep["schema"] == core.SCHEMA and rep["environment"]["torch"]
+    assert rep["schema"] == report.SCHEMA and rep["environment"]["torch"]
     kinds: dict = {}
     for r in rep["results"]:
         kinds.setdefault((r["config"]["family"], r["config"]["layers"], r["mode"], r["batch"], r["time"]),

@@ -163,17 +163,17 @@ def test_bench_torch_on_cuda_needs_a_cuda_torch(tmp_path, monkeypatch):
     torch = pytest.importorskip("torch")
     if torch.cuda.is_available():
         pytest.skip("this torch has CUDA: the refusal cannot be observed here")
-    from edgelstm.cli.bench import bench_torch
+    from edgelstm.bench.torch_driver import bench_torch
     from edgelstm.models.config import ModelConfig
     from edgelstm.models.sequence import SequenceModel
-    from edgelstm.runtime import bench as core
+    from edgelstm.bench import cases
 
     fake = types.ModuleType("edgelstm.checkpoint")
     cfg = ModelConfig(family="lstm", input_size=4, hidden_size=8, task="classify", num_outputs=3)
     fake.load_run = lambda run_dir: (SequenceModel(cfg), None)
     monkeypatch.setitem(sys.modules, "edgelstm.checkpoint", fake)
-    settings = core.Settings(runs=2, device="cuda")
+    settings = cases.Settings(runs=2, device="cuda")
     with pytest.raises(UsageError, match=re.escape(
             f"--torch | --device cuda times PyTorch on the GPU, but this torch has no CUDA; expected a CUDA build "
             f"of torch with a visible GPU, got torch {torch.__version__}, cuda available: False")):
-        bench_torch(str(tmp_path), lambda case: {}, "model", [core.Case("sequence", 1, 3)], settings)
+        bench_torch(str(tmp_path), lambda case: {}, "model", [cases.Case("sequence", 1, 3)], settings)

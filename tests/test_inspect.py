@@ -15,7 +15,7 @@ from edgelstm.cli import main
 from edgelstm.cli.inspect import SCHEMA, format_report, inspect_model
 from edgelstm.errors import ModelFileError, UnknownChoiceError
 from edgelstm.runtime import providers as prov
-from edgelstm.runtime.bench import graph_facts
+from edgelstm.bench.floor import file_facts
 
 sys.path.insert(0, str(Path(__file__).parent))
 from graphs import RecurrentSpec, build_add, build_recurrent, save  # noqa: E402
@@ -99,7 +99,7 @@ def test_exported_model_report(exported, name):
     assert g["file_bytes"] == paths[name].stat().st_size
     # the same count as the benchmark's reader; ONNX holds the torch weights (LSTM/GRU biases are
     # stored as one [W_b, R_b] tensor, the same element count) plus nothing else of float type
-    assert g["parameters"] == graph_facts(paths[name]).parameters == torch_params[name]
+    assert g["parameters"] == file_facts(paths[name]).parameters == torch_params[name]
 
 
 def test_quantized_model_shows_int8_ops_and_smaller_weights(exported):

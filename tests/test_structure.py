@@ -27,10 +27,6 @@ EXEMPT_PARAMS = {"edgelstm/reference.py"}  # the ONNX reference cells: one argum
 
 # what is known to fail on this branch, and whose work fixes it (emptied at merge)
 KNOWN = {
-    "cycle:edgelstm.demo_stages": "lands with helper A (the demo on library functions)",
-    "lines:runtime/bench.py": "lands with helper A (the benchmark out of runtime/)",
-    "params:edgelstm/cli/bench.py": "lands with helper A",
-    "tokens:runtime/seq2seq.py": "lands with helper A (the default ids -> edgelstm.tokens.SPECIAL_TOKENS)",
 }
 
 

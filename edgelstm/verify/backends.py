@@ -29,12 +29,8 @@ import numpy as np
 from edgelstm.errors import (InputError, ManifestError, ModelDefinitionError, ModelFileError,
                              UnsupportedError, UsageError)
 from edgelstm.manifest import Manifest
+from edgelstm.runtime.graphfacts import DTYPE_NAMES, guess_precision
 from edgelstm.runtime.interface import Interface, state_input_for, state_output_for, token_ranges
-
-QUANT_OPS = {"DynamicQuantizeLSTM", "MatMulInteger", "DynamicQuantizeMatMul", "QuantizeLinear",
-             "DequantizeLinear", "QLinearMatMul", "ConvInteger", "QGemm", "MatMulIntegerToFloat",
-             "DynamicQuantizeLinear", "QAttention"}
-ONNX_DTYPES = {1: "float32", 10: "float16", 11: "float64", 6: "int32", 7: "int64", 9: "bool", 3: "int8", 2: "uint8"}
 
 
 @dataclass
@@ -160,9 +156,9 @@ def load_graph(path: str | os.PathLike, *, trust_modified: bool = False):
     if not model.graph.node:
         raise ModelFileError(str(p), "graph has no nodes", expected="a model graph", got="empty graph")
     inits = {t.name for t in model.graph.initializer}
-    inputs = [IOSpec(i.name, ONNX_DTYPES.get(i.type.tensor_type.elem_type, "other"), _dims(i))
+    inputs = [IOSpec(i.name, DTYPE_NAMES.get(i.type.tensor_type.elem_type, "other"), _dims(i))
               for i in model.graph.input if i.name not in inits]
-    outputs = [IOSpec(o.name, ONNX_DTYPES.get(o.type.tensor_type.elem_type, "other"), _dims(o)) for o in model.graph.output]
+    outputs = [IOSpec(o.name, DTYPE_NAMES.get(o.type.tensor_type.elem_type, "other"), _dims(o)) for o in model.graph.output]
     in_names = [i.name for i in inputs]
     out_names = [o.name for o in outputs]
     if manifest is not None:
@@ -184,12 +180,8 @@ def load_graph(path: str | os.PathLike, *, trust_modified: bool = False):
     iface = iface.with_token_ranges(token_ranges(model.graph))
     if manifest is not None and manifest.precision != "fp32":
         precision = manifest.precision
-    elif QUANT_OPS & set(ops):
-        precision = "int8-static" if "QuantizeLinear" in ops else "int8-dynamic"
-    elif any(t.data_type == 10 for t in model.graph.initializer):
-        precision = "fp16"
-    else:
-        precision = "fp32"
+    else:  # the one precision rule for a file without a manifest (runtime.graphfacts)
+        precision = guess_precision(ops, (t.data_type for t in model.graph.initializer))
     return model, GraphSpec(p, inputs, outputs, states, precision, manifest, ops, iface)
 
 
