@@ -27,12 +27,22 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
+# One run, every figure the speed targets need: the suite, the stream group, the small-step
+# decomposition and the peers (OpenVINO too when `make bench-peers` has made .venv-peers), then
+# the targets table in benchmarks/README.md. About 12 minutes on the 2-core VM.
+RESULTS := benchmarks/results
+PEERS := .venv-peers
+PEERS_PY = $(if $(wildcard $(PEERS)/bin/python),$(PEERS)/bin/python,$(BIN)/python)
 bench: $(STAMP)
-	$(BIN)/python benchmarks/run.py
+	$(BIN)/python benchmarks/run.py --out $(RESULTS)/suite.json
+	$(BIN)/python benchmarks/stream_group.py --json $(RESULTS)/stream_group.json
+	$(BIN)/python benchmarks/step_floor.py --json $(RESULTS)/step_floor.json
+	$(PEERS_PY) benchmarks/peers.py --json $(RESULTS)/peers.json
+	$(BIN)/python benchmarks/summary.py --suite $(RESULTS)/suite.json --group $(RESULTS)/stream_group.json \
+		--step $(RESULTS)/step_floor.json --peers $(RESULTS)/peers.json
 
 # The peers (OpenVINO; PyTorch eager and dynamic int8; plain onnxruntime on a naive export) in an
 # environment of their own, so that .venv never carries them.
-PEERS := .venv-peers
 bench-peers:
 	test -x $(PEERS)/bin/python || $(PY) -m venv $(PEERS)
 	$(PEERS)/bin/pip install -q -c constraints.txt -e ".[export]" "openvino>=2025.0"

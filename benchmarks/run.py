@@ -7,7 +7,7 @@ GRU through its MatMul + Scan rewrite), and timed through ``edgelstm.runtime`` a
 calls it (``edgelstm.bench.drivers.bench_runtime``: ``model.stream(1).step`` for a streaming step,
 ``model.run`` for whole sequences, one token of ``Seq2SeqModel.decode_steps`` for the seq2seq decoder step).
 
-Families lstm, peephole, gru (hidden 64/128/256/512, 1 and 2 layers, input 128, 10 classes) and
+Families lstm, peephole, gru (hidden 32/64/128/256/512, 1 and 2 layers, input 128, 10 classes) and
 attention (seq2seq, 1 layer, source length 32: the decoder step at batch 1 and 16, the encoder
 over the source at batch 1 and 16); recurrent cases: a streaming step at batch 1, a whole
 256-step sequence at batch 1 and at batch 16. Backends: PyTorch eager fp32 (the same module),
@@ -63,7 +63,7 @@ ROOT = Path(__file__).resolve().parent.parent
 log = logging.getLogger("benchmarks")
 
 INPUT, CLASSES, SRC_LEN, VOCAB = 128, 10, 32, 64
-HIDDEN = (64, 128, 256, 512)
+HIDDEN = (32, 64, 128, 256, 512)  # 32 and 64: where int8 does not pay (the plan must keep fp32)
 MAX_HIDDEN = 8192  # --hidden: beyond this one model no longer fits the suite's time budget
 LAYERS = (1, 2)
 FAMILIES = ("lstm", "peephole", "gru", "attention")

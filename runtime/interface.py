@@ -16,7 +16,7 @@ Standard library + numpy + :mod:`edgelstm.errors` only (the torch-free runtime, 
   zeros for a state, full lengths, and, where asked, random token ids in range and standard
   normal floats);
 * **the binding**: how export called the user's module (recorded at export time, see
-  :mod:`edgelstm.exporters.core`), so ``verify --model`` calls it the same way.
+  :mod:`edgelstm.exporters.user_plan`), so ``verify --model`` calls it the same way.
 
 Export writes :meth:`Interface.to_dict` into the manifest (``Manifest.interface``); for a file
 edgelstm did not make, :meth:`Interface.infer` derives it from the graph's inputs and outputs

@@ -141,7 +141,7 @@ def main(argv: list[str] | None = None) -> None:
     except BrokenPipeError:  # stdout closed early (`| head`): stop quietly, like a well-behaved filter
         _silence_stdout()
         sys.exit(0)
-    except SystemExit as e:
+    except SystemExit:
         # click turns a broken pipe into a silent exit 1 after wrapping stdout; a reader that stops
         # early (`edgelstm run ... | head -1`) got what it asked for: exit 0, like the case above
         if type(sys.stdout).__name__.endswith("PacifyFlushWrapper"):
