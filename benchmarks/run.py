@@ -54,7 +54,7 @@ from edgelstm.errors import EdgeLSTMError, UsageError  # noqa: E402
 from edgelstm.fileio import write_text_atomic  # noqa: E402
 from edgelstm.models import ModelConfig, build_model  # noqa: E402
 from edgelstm.bench.cases import Case, Settings, result_row  # noqa: E402
-from edgelstm.bench.drivers import bench_runtime  # noqa: E402
+from edgelstm.bench.drivers import bench_runtime, paired_ratio  # noqa: E402
 from edgelstm.bench.measure import LatencyStats, environment, measure  # noqa: E402
 from edgelstm.bench.report import SCHEMA  # noqa: E402
 from edgelstm.bench.suite import int_list  # noqa: E402
@@ -245,6 +245,11 @@ def run_config(family, hidden, layers, d, settings, progress, torch_by_tag) -> l
             r["config"] = {"family": family, "hidden": hidden, "layers": layers, "input": INPUT, "graph": g.role}
             if g.int8_error:
                 r["int8_error"] = g.int8_error
+            if r["name"].endswith("ort-int8") and r.get("precision") != "fp32":
+                # int8 against fp32 timed side by side (alternating blocks): the two medians above
+                # were taken minutes apart, which on a shared VM differ by more than int8 changes
+                case = next(c for c in g.cases if (c.mode, c.batch, c.time) == (r["mode"], r["batch"], r["time"]))
+                r["int8_vs_fp32_paired"] = paired_ratio(g.fp32, g.int8, case, settings)
         _ratios(part)
         rows += part
     for r in rows:

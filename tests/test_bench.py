@@ -366,3 +366,35 @@ def test_bench_options_refuse(kw, match):
 
     with pytest.raises(UsageError, match=re.escape(match)):
         BenchOptions(models=("m.onnx",), **kw).cases()
+
+
+@pytest.mark.parametrize("mode,time", [("stream", 1), ("sequence", 3)], ids=["stream-step", "sequence"])
+def test_paired_ratio_alternates_blocks_of_both_files(models, mode, time, monkeypatch):
+    """The suite's int8-vs-fp32 comparison: both files' calls run in ABBA blocks of the same
+    length, and the ratio is the median of the per-block ratios (no speed is asserted)."""
+    calls = []
+    real = drivers._runtime_call
+
+    def counting(loaded, model, role, case, rng):
+        call, api, steps = real(loaded, model, role, case, rng)
+        tag = model.path.name
+
+        def counted():
+            calls.append(tag)
+            return call()
+        return counted, api, steps
+
+    monkeypatch.setattr(drivers, "_runtime_call", counting)
+    settings = cases.Settings(warmup=0, runs=None, duration=0.01, threads=1, device="cpu")
+    got = drivers.paired_ratio(models["lstm"], models["gru"], cases.Case(mode, 1, time), settings,
+                               blocks=3, block_s=0.002)
+    n = got["calls_per_block"]
+    assert got["blocks"] == 3 and n >= 1
+    assert got["ratio_range"][0] <= got["ratio"] <= got["ratio_range"][1]
+    assert got["base_s"] > 0 and got["other_s"] > 0
+    # one untimed first call each, one calibration call, then ABBA / BAAB blocks of n calls
+    timed = calls[3:]
+    blocks = [timed[i:i + n] for i in range(0, len(timed), n)]
+    abba, baab = ["lstm.onnx", "gru.onnx", "gru.onnx", "lstm.onnx"], ["gru.onnx", "lstm.onnx", "lstm.onnx", "gru.onnx"]
+    assert [b[0] for b in blocks] == abba + baab + abba
+    assert all(len(set(b)) == 1 and len(b) == n for b in blocks)

@@ -144,8 +144,6 @@ def bench_runtime(path: str | os.PathLike, cases: Sequence[Case], settings: Sett
     ``encode_source``), a ``*.encoder.onnx`` as ``model.encoder.run`` on ``[batch, time]`` token
     ids. Rows carry ``api`` naming the call.
     """
-    from edgelstm.runtime import Seq2SeqModel, load
-
     path = Path(path)
     if not path.is_file():
         raise ModelFileError(str(path), "model file not found", expected="an existing .onnx file", got=str(path))
@@ -153,16 +151,8 @@ def bench_runtime(path: str | os.PathLike, cases: Sequence[Case], settings: Sett
     digest = graph_digest(path.read_bytes())
     rss0 = rss_mb()
     t0 = time.perf_counter()
-    provider_plan(settings.device, settings.provider_options)  # refuses options for unused providers
-    loaded = load(path, device=settings.device, threads=settings.threads, fallback=False,
-                  provider_options=settings.provider_options or None, trust_modified=settings.trust_modified)
+    loaded, model, role = _load(path, settings)
     create_s = time.perf_counter() - t0
-    role = "model"
-    if isinstance(loaded, Seq2SeqModel):
-        role = "decoder_step" if path.name.endswith(".decoder_step.onnx") else "encoder"
-        model = loaded.decoder if role == "decoder_step" else loaded.encoder
-    else:
-        model = loaded
     f = _Loaded(path, name or path.stem, facts, digest, model.manifest, role, create_s, rss0)
     rng = np.random.default_rng(settings.seed)
     rows = []
@@ -177,6 +167,57 @@ def bench_runtime(path: str | os.PathLike, cases: Sequence[Case], settings: Sett
                           providers=list(model.providers), api=f"edgelstm.runtime {api}"))
         _report(progress, f.name, case, rows[-1])
     return rows
+
+
+def _load(path: Path, settings: Settings):
+    """``(loaded, timed model, role)``: the file through :func:`edgelstm.runtime.load`; for a
+    seq2seq pair the timed model is the graph ``path`` names (encoder or decoder step)."""
+    from edgelstm.runtime import Seq2SeqModel, load
+
+    provider_plan(settings.device, settings.provider_options)  # refuses options for unused providers
+    loaded = load(path, device=settings.device, threads=settings.threads, fallback=False,
+                  provider_options=settings.provider_options or None, trust_modified=settings.trust_modified)
+    if not isinstance(loaded, Seq2SeqModel):
+        return loaded, loaded, "model"
+    role = "decoder_step" if path.name.endswith(".decoder_step.onnx") else "encoder"
+    return loaded, (loaded.decoder if role == "decoder_step" else loaded.encoder), role
+
+
+def paired_ratio(base: str | os.PathLike, other: str | os.PathLike, case: Case, settings: Settings, *,
+                 blocks: int = 9, block_s: float = 0.05) -> dict[str, Any]:
+    """``other``'s time per call over ``base``'s on one case, through the runtime, in alternating
+    blocks (ABBA order, so drift and a neighbour's load hit both alike); the ratio is the median of
+    the per-block ratios, robust where two separately timed medians are not (on the shared VM
+    the same graph timed twice minutes apart differed by up to 1.6x). Both files get the same
+    inputs; what they compute is checked by the suite's own verification, not here."""
+    calls = []
+    for path in (base, other):
+        loaded, model, role = _load(Path(path), settings)
+        call, _, _ = _runtime_call(loaded, model, role, case, np.random.default_rng(settings.seed))
+        call()  # the first call allocates: outside the blocks
+        calls.append(call)
+    t0 = time.perf_counter()
+    calls[0]()
+    n = max(1, int(block_s / max(time.perf_counter() - t0, 1e-7)))  # calls per block
+
+    def block(call) -> float:
+        start = time.perf_counter()
+        for _ in range(n):
+            call()
+        return (time.perf_counter() - start) / n
+
+    times: list[list[float]] = [[], []]
+    for b in range(blocks):
+        order = (0, 1, 1, 0) if b % 2 == 0 else (1, 0, 0, 1)
+        got: list[list[float]] = [[], []]
+        for i in order:
+            got[i].append(block(calls[i]))
+        for i in (0, 1):
+            times[i].append(sum(got[i]) / 2)
+    ratios = [o / a for a, o in zip(*times)]
+    return {"ratio": float(np.median(ratios)), "base_s": float(np.median(times[0])),
+            "other_s": float(np.median(times[1])), "blocks": blocks, "calls_per_block": n,
+            "ratio_range": [float(min(ratios)), float(max(ratios))]}
 
 
 def _runtime_call(loaded, model, role: str, case: Case, rng: np.random.Generator
