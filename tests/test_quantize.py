@@ -398,3 +398,18 @@ def test_plan_threshold(tmp_path, hidden, features, pays):
     (lstm,) = [d for d in plan_int8(model, target="cpu", force=False) if d.op == "LSTM"]
     assert lstm.weights == 4 * hidden * (hidden + features) and lstm.int8 is pays
     assert (lstm.weights >= MIN_INT8_WEIGHTS) is pays
+
+
+@pytest.mark.parametrize("vocab, dim, pays", [(64, 32, False), (1024, 256, True)], ids=["small-table", "word-lm"])
+def test_plan_quantizes_an_embedding_only_where_its_size_pays(vocab, dim, pays):
+    from onnx import helper
+
+    from edgelstm.exporters.int8_plan import MIN_INT8_WEIGHTS, plan_int8
+
+    table = onnx.numpy_helper.from_array(np.zeros((vocab, dim), np.float32), "emb.weight")
+    graph = helper.make_graph([helper.make_node("Gather", ["emb.weight", "ids"], ["e"], name="emb")], "g",
+                              [helper.make_tensor_value_info("ids", TensorProto.INT64, ["batch", "time"])],
+                              [helper.make_tensor_value_info("e", TensorProto.FLOAT, ["batch", "time", dim])], [table])
+    (d,) = plan_int8(helper.make_model(graph), target="cpu", force=False)
+    assert (d.op, d.weights, d.int8) == ("Gather", vocab * dim, pays)
+    assert d.reason.startswith((">= " if pays else "< ") + f"{MIN_INT8_WEIGHTS:,} table entries")
