@@ -62,15 +62,19 @@ def identity_twin(sess: ort.InferenceSession, d: Path) -> Path:
     import onnx
     from onnx import TensorProto, helper
 
+    from edgelstm.manifest import DEFAULT_OPSET
+    from edgelstm.runtime.interface import pair_states
+
     def info(a, batch=1):
         return helper.make_tensor_value_info(a.name, TensorProto.FLOAT if "float" in a.type else TensorProto.INT32,
                                              [x if isinstance(x, int) and x > 0 else batch for x in a.shape])
 
     ins = [info(a) for a in sess.get_inputs()]
     outs, nodes = [], []
-    by_name = {a.name: a for a in sess.get_inputs()}
+    state_of = {out: inp for inp, out in pair_states([a.name for a in sess.get_inputs()],
+                                                      [o.name for o in sess.get_outputs()])}
     for o in sess.get_outputs():
-        src = o.name[:-4] + "_in" if o.name.endswith("_out") and o.name[:-4] + "_in" in by_name else None
+        src = state_of.get(o.name)
         if src is None:  # a data output: a constant of its shape stands in (no input has it)
             shape = [x if isinstance(x, int) and x > 0 else 1 for x in o.shape]
             nodes.append(helper.make_node("Constant", [], [o.name], value=helper.make_tensor(
@@ -78,7 +82,7 @@ def identity_twin(sess: ort.InferenceSession, d: Path) -> Path:
         else:
             nodes.append(helper.make_node("Identity", [src], [o.name]))
         outs.append(info(o))
-    model = helper.make_model(helper.make_graph(nodes, "call", ins, outs), opset_imports=[helper.make_opsetid("", 17)])
+    model = helper.make_model(helper.make_graph(nodes, "call", ins, outs), opset_imports=[helper.make_opsetid("", DEFAULT_OPSET)])
     model.ir_version = 8
     path = d / "identity.onnx"
     onnx.save(model, str(path))
@@ -91,22 +95,24 @@ class BareLoop:
     def __init__(self, sess: ort.InferenceSession, features: int):
         self.sess = sess
         self.x = np.zeros((1, 1, features), np.float32)
+        from edgelstm.runtime.interface import pair_states
+
         ins = {a.name: a for a in sess.get_inputs()}
         outs = [o.name for o in sess.get_outputs()]
-        states = [n for n in ins if n.endswith("_in") and n[:-3] + "_out" in outs]
+        pairs = dict(pair_states(list(ins), outs))  # state input -> its output
         vals = [{n: ort.OrtValue.ortvalue_from_numpy(np.zeros([x if isinstance(x, int) else 1 for x in ins[n].shape],
-                                                              np.float32)) for n in states} for _ in range(2)]
+                                                              np.float32)) for n in pairs} for _ in range(2)]
         self.out = {o: np.zeros([x if isinstance(x, int) and x > 0 else 1 for x in sess.get_outputs()[i].shape],
-                                np.float32) for i, o in enumerate(outs) if o[:-4] + "_in" not in states}
+                                np.float32) for i, o in enumerate(outs) if o not in pairs.values()}
         self.binds = []
         for p in range(2):
             b = sess.io_binding()
             b.bind_ortvalue_input("x", ort.OrtValue.ortvalue_from_numpy(self.x))
             if "lengths" in ins:
                 b.bind_cpu_input("lengths", np.ones(1, np.int32))
-            for n in states:
+            for n, out in pairs.items():
                 b.bind_ortvalue_input(n, vals[p][n])
-                b.bind_ortvalue_output(n[:-3] + "_out", vals[1 - p][n])
+                b.bind_ortvalue_output(out, vals[1 - p][n])
             for o, buf in self.out.items():
                 b.bind_ortvalue_output(o, ort.OrtValue.ortvalue_from_numpy(buf))
             self.binds.append(b)

@@ -147,7 +147,11 @@ def complete_feed(batch: dict[str, np.ndarray], iface: Interface, sess_inputs,
     out = {}
     for i in sess_inputs:
         want = ort_type_to_dtype(i.type)  # the runtime's dtype table
-        out[i.name] = feed[i.name] if want == "str" else feed[i.name].astype(want, copy=False)
+        try:
+            dtype = np.dtype(want)
+        except TypeError:  # a type numpy has no name for (bfloat16, sequences): fed as given
+            dtype = None
+        out[i.name] = feed[i.name] if dtype is None or want == "str" else feed[i.name].astype(dtype, copy=False)
     return out
 
 

@@ -69,10 +69,10 @@ def check_graph(model: onnx.ModelProto, *, subject: str) -> onnx.ModelProto:
 def ort_session(model_bytes: bytes, *, subject: str):
     import onnxruntime as ort  # noqa: PLC0415
 
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = 1  # parity must not depend on thread count; also the machine is shared
-    so.inter_op_num_threads = 1
-    so.log_severity_level = 3
+    from edgelstm.runtime.session import session_options  # noqa: PLC0415
+
+    # parity must not depend on the thread count (and the machine is shared): one thread
+    so = session_options(1, inter_threads=1, optimization="all", record_placement=False)
     try:
         return ort.InferenceSession(model_bytes, sess_options=so, providers=["CPUExecutionProvider"])
     except Exception as e:

@@ -49,7 +49,7 @@ def _task_metric(task: str | None, out_ref: np.ndarray, out_q: np.ndarray, label
                  lengths: np.ndarray | None, mask: np.ndarray | None = None) -> dict[str, Any] | None:
     """accuracy (classify / label: padding labels and steps past ``lengths`` left out) or RMSE
     (regress / forecast: steps past ``lengths`` and, for a forecast, steps its ``mask`` leaves out)."""
-    from edgelstm.data import IGNORE_INDEX
+    from edgelstm.tokens import IGNORE_INDEX
 
     if labels is None:
         return None

@@ -6,7 +6,8 @@
 into both. :class:`QuantizeReport` is the result.
 
 Imports: the standard library, :mod:`edgelstm.errors`, :mod:`edgelstm.units` and
-:mod:`edgelstm.exporters.int8_plan` (no onnx, no onnxruntime, no torch). Imported by every
+:mod:`edgelstm.exporters.int8_plan` (no onnx, no torch; onnxruntime only inside ``validate``,
+through the runtime's thread rule). Imported by every
 ``exporters/quant*`` module, :mod:`edgelstm.exporters.calibration` and the CLI's ``quantize``.
 """
 from __future__ import annotations

@@ -19,11 +19,11 @@ import numpy as np
 from edgelstm.errors import EdgeLSTMError, ModelFileError, UnsupportedError
 from edgelstm.exporters.quant_options import QuantizeOptions, QuantizeReport
 from edgelstm.manifest import Manifest
+from edgelstm.exporters.graph import RECURRENT_OPS
 from edgelstm.runtime.graphfacts import guess_precision, quantized_ops
 
 log = logging.getLogger("edgelstm.exporters.quantize")  # one logger for the whole pipeline
 
-RECURRENT_OPS = ("LSTM", "GRU", "RNN")
 # onnxruntime's QDQ quantizer: the op types quantized statically (weights and their activations)
 STATIC_OP_TYPES = ["MatMul", "Gemm", "Conv"]
 

@@ -153,11 +153,11 @@ def sequence_plan(model: nn.Module, run: Any | None = None) -> GraphPlan:
 
 def seq2seq_plans(model: nn.Module, run: Any | None, encoder_file: str, decoder_file: str
                   ) -> tuple[GraphPlan, GraphPlan]:
-    from edgelstm.tokens import BOS, EOS, PAD  # noqa: PLC0415
+    from edgelstm.tokens import SPECIAL_TOKENS  # noqa: PLC0415
 
     cfg = model.config
     H, L = cfg.hidden_size, cfg.num_layers
-    common = dict(special_tokens={"pad": PAD, "bos": BOS, "eos": EOS}, max_len=cfg.max_len)
+    common = dict(special_tokens=dict(SPECIAL_TOKENS), max_len=cfg.max_len)
     # --- encoder
     enc_specs = [InputSpec("src", "int64", ("batch", "src_time")), InputSpec("src_lengths", "int32", ("batch",))]
     enc_out = ["memory", "h_out", "c_out"]

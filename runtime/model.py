@@ -313,7 +313,7 @@ class Model(InputChecks):
         filled (zero state, full lengths) and ``result.filled`` names it.
 
         Cost over a bare ``session.run``: a numpy ``x`` is checked for NaN/Inf in one pass
-        (:func:`all_finite`; ``nan="pass"`` at load skips it for callers that guarantee finite
+        (:func:`edgelstm.runtime.inputs.all_finite`; ``nan="pass"`` at load skips it for callers that guarantee finite
         input), cast only when its dtype differs, normalized into one new array when the manifest
         says so, and never copied otherwise (a C-contiguous input of the graph's dtype is fed
         as it is).

@@ -88,8 +88,6 @@ def session_options(threads: int | None = None, *, inter_threads: int | None = N
     return so
 
 
-_session_options = session_options  # Model.__init__ has a parameter of the same name
-
 
 def _own_session_options(threads, inter_threads, optimization, profile_prefix) -> ort.SessionOptions:
     so = ort.SessionOptions()

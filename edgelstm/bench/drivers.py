@@ -26,6 +26,7 @@ from edgelstm.errors import InputError, ModelFileError, UsageError
 from edgelstm.manifest import Manifest
 from edgelstm.runtime.graphfacts import GraphFacts
 from edgelstm.runtime.integrity import graph_digest, read_model_bytes
+from edgelstm.runtime.interface import pair_stem
 
 DECODE_TOKENS_PER_CALL = 16  # decoder_step through the runtime: one timed call decodes this many tokens
 Progress = Callable[[str], None] | None
@@ -179,7 +180,7 @@ def _load(path: Path, settings: Settings):
                   provider_options=settings.provider_options or None, trust_modified=settings.trust_modified)
     if not isinstance(loaded, Seq2SeqModel):
         return loaded, loaded, "model"
-    role = "decoder_step" if path.name.endswith(".decoder_step.onnx") else "encoder"
+    role = "decoder_step" if pair_stem(path.name)[1] == "decoder_step" else "encoder"
     return loaded, (loaded.decoder if role == "decoder_step" else loaded.encoder), role
 
 

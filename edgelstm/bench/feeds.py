@@ -14,6 +14,7 @@ from edgelstm.errors import InputError, UsageError
 from edgelstm.manifest import Manifest
 from edgelstm.runtime.interface import pair_states
 from edgelstm.runtime.providers import ProviderPlan, check_provider_options, ort_type_to_dtype, plan_providers
+from edgelstm.tokens import SPECIAL_TOKENS
 
 # the input element types build_feeds can generate (numpy names, as ort_type_to_dtype gives them)
 FEED_DTYPES = ("float32", "float16", "float64", "int32", "int64", "int8", "uint8", "bool")
@@ -52,7 +53,7 @@ def build_feeds(session, manifest: Manifest | None, *, batch: int, time_steps: i
     """
     rng = np.random.default_rng(seed)
     vocab = len(manifest.vocab) if manifest is not None and manifest.vocab else 16
-    bos = (manifest.special_tokens.get("bos", 1) if manifest is not None else 1)
+    bos = {**SPECIAL_TOKENS, **(manifest.special_tokens if manifest is not None else {})}["bos"]
     feeds: dict[str, np.ndarray] = {}
     state_in = {a for a, _ in state_pairs(session, manifest)}
     for inp in session.get_inputs():

@@ -76,7 +76,8 @@ class QuantizeCommand:
                    "more than 0.05, RMSE up more than 25%); without it such a model exits 1 and nothing is written.")
 @click.option("--samples", type=int, default=512, show_default=True,
               help="Sequences used to calibrate and measure the error.")
-@options.threads
+@click.option("--threads", type=int, default=None,
+              help="Intra-op threads for the error evaluation (default 1, so int8 results compare; 0: onnxruntime's default).")
 @options.overwrite
 @options.json_out
 @options.trust_modified

@@ -13,7 +13,7 @@ import datetime as _dt
 import numpy as np
 
 from edgelstm.data.bundle import DatasetBundle, Split, fit_normalization, pad_sequences, random_split
-from edgelstm.tokens import BOS, EOS, PAD
+from edgelstm.tokens import BOS, EOS, PAD, SPECIAL_TOKENS
 
 # ---------------------------------------------------------------------------- sine
 SINE_STEPS = (32, 64)   # min / max sequence length: lengths vary, padding never counts
@@ -124,7 +124,7 @@ def dates(seed: int = 0, n: int = 6000) -> DatasetBundle:
         num_features=len(vocab), num_outputs=len(vocab), metric="exact_match", vocab=vocab,
         max_len=int(y.shape[1]), description=f"{len(DATE_FORMATS)} human date formats "
         f"({DATE_RANGE[0].year}-{DATE_RANGE[1].year}) -> ISO YYYY-MM-DD",
-        extra={"special_tokens": {"pad": PAD, "bos": BOS, "eos": EOS}},
+        extra={"special_tokens": dict(SPECIAL_TOKENS)},
     )
 
 

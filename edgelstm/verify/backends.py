@@ -31,6 +31,7 @@ from edgelstm.errors import (InputError, ManifestError, ModelDefinitionError, Mo
 from edgelstm.manifest import Manifest
 from edgelstm.runtime.graphfacts import DTYPE_NAMES, guess_precision
 from edgelstm.runtime.interface import Interface, state_input_for, state_output_for, token_ranges
+from edgelstm.runtime.session import session_options
 
 
 @dataclass
@@ -228,11 +229,8 @@ class OrtBackend(Backend):
         self.provider = provider
         self.threads = threads
         self.provider_options = dict(provider_options or {})  # for ``provider`` (e.g. CUDA's use_tf32)
-        so = ort.SessionOptions()
         # int8 recurrent outputs depend on the intra-op thread count: fix it so runs compare.
-        so.intra_op_num_threads = threads
-        so.inter_op_num_threads = 1
-        so.log_severity_level = 3
+        so = session_options(threads, inter_threads=1, record_placement=False)
         chain = [provider] + (["CPUExecutionProvider"] if provider != "CPUExecutionProvider" else [])
         try:
             self.session = ort.InferenceSession(str(spec.path), so, providers=chain,
