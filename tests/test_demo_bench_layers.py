@@ -17,6 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 BENCH = sorted((ROOT / "edgelstm" / "bench").glob("*.py"))
 DEMO = [ROOT / "edgelstm" / f"{m}.py" for m in ("demo", "demo_common", "demo_stages", "demo_verify")]
 BENCH_MAY_IMPORT = ("edgelstm.errors", "edgelstm.manifest", "edgelstm.fileio", "edgelstm.units", "edgelstm.extras",
+                    "edgelstm.tokens",
                     "edgelstm.runtime", "edgelstm.bench")
 LAZY_ONLY = ("torch", "onnx", "matplotlib", "edgelstm.checkpoint")
 
